@@ -1,0 +1,319 @@
+"""What the model is conditioned on: the sketch, colour hints and (optionally) a region fill.
+
+Owns: the :class:`Conditioning` record and its fixed channel order (:meth:`Conditioning.as_channels`),
+turning user hints (an RGBA layer, points) into tensors, resizing hints so that no dot is lost,
+the classical line-enclosed region fill, and hint sampling/dropout for training.
+The model never parses hints; it only sees :meth:`Conditioning.as_channels`.
+
+Imports only :mod:`sketchcolor.config`, :mod:`sketchcolor.errors` and :mod:`sketchcolor.color`.
+
+Conventions (see docs/conventions.md):
+
+* ``sketch``: (N, 1, H, W) lightness L/100 in [0, 1]; white paper 1, black ink 0.
+* ``hint_lab``: (N, 3, H, W) full LAB (L in [0, 100]) of each hinted pixel; exactly 0 where
+  ``hint_mask`` is 0. Hints carry lightness: dark red and pink differ only in L.
+* ``hint_mask``: (N, 1, H, W) in {0, 1}; 1 where the user gave a colour. It separates "no hint"
+  from "a grey hint with a = b = 0".
+* ``fill_lab``/``fill_mask``: the hints spread over each line-enclosed region (present when the
+  model's :class:`~sketchcolor.config.ConditioningConfig` asks for ``region_fill``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .color import lab_to_model, rgb_to_lab
+from .config import ColorConfig, ConditioningConfig
+from .errors import HintError
+
+#: A pixel whose every RGB channel is at least this is "white paper" in a hints image: no hint.
+HINT_WHITE_LEVEL = 0.97
+#: A hints pixel with alpha below this is transparent: no hint.
+HINT_ALPHA_LEVEL = 0.5
+#: Sketch pixels with lightness (L/100) below this are line pixels; they bound regions.
+LINE_LEVEL = 0.6
+
+
+@dataclasses.dataclass(frozen=True)
+class Conditioning:
+    """The conditioning of a batch, in natural units (see the module docstring for ranges).
+
+    Attributes:
+        sketch: (N, 1, H, W) lightness in [0, 1].
+        hint_lab: (N, 3, H, W) LAB of hinted pixels, 0 elsewhere.
+        hint_mask: (N, 1, H, W) 1 where hinted, else 0.
+        fill_lab: (N, 3, H, W) region-filled hint LAB, or None.
+        fill_mask: (N, 1, H, W) 1 where a region received a hint colour, or None.
+    """
+
+    sketch: torch.Tensor
+    hint_lab: torch.Tensor
+    hint_mask: torch.Tensor
+    fill_lab: torch.Tensor | None = None
+    fill_mask: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        n, c, h, w = self.sketch.shape
+        if c != 1:
+            raise ValueError(f"sketch must be (N, 1, H, W), got {tuple(self.sketch.shape)}")
+        if self.hint_lab.shape != (n, 3, h, w):
+            raise ValueError(f"hint_lab must be {(n, 3, h, w)}, got {tuple(self.hint_lab.shape)}")
+        if self.hint_mask.shape != (n, 1, h, w):
+            raise ValueError(f"hint_mask must be {(n, 1, h, w)}, got {tuple(self.hint_mask.shape)}")
+        if (self.fill_lab is None) != (self.fill_mask is None):
+            raise ValueError("fill_lab and fill_mask must be given together")
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.sketch.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W)."""
+        return int(self.sketch.shape[-2]), int(self.sketch.shape[-1])
+
+    def with_region_fill(self) -> Conditioning:
+        """Return a copy with ``fill_lab``/``fill_mask`` computed by :func:`region_fill`."""
+        fill_lab, fill_mask = region_fill(self.sketch, self.hint_lab, self.hint_mask)
+        return dataclasses.replace(self, fill_lab=fill_lab, fill_mask=fill_mask)
+
+    def without_hints(self) -> Conditioning:
+        """The same sketch with every hint removed (the unconditional branch of guidance)."""
+        return self.keep_hints(torch.zeros(self.batch_size, dtype=torch.bool, device=self.sketch.device))
+
+    def keep_hints(self, keep: torch.Tensor) -> Conditioning:
+        """Drop the hints of items where ``keep`` (N,) is False (hint dropout, guidance)."""
+        k = keep.to(self.sketch.dtype).view(-1, 1, 1, 1)
+        fill_lab = None if self.fill_lab is None else self.fill_lab * k
+        fill_mask = None if self.fill_mask is None else self.fill_mask * k
+        return Conditioning(self.sketch, self.hint_lab * k, self.hint_mask * k, fill_lab, fill_mask)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Conditioning:
+        """Move every tensor to ``device``."""
+
+        def mv(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.to(device, non_blocking=non_blocking)
+
+        return Conditioning(
+            mv(self.sketch), mv(self.hint_lab), mv(self.hint_mask), mv(self.fill_lab), mv(self.fill_mask)  # type: ignore[arg-type]
+        )
+
+    @staticmethod
+    def cat(items: Sequence[Conditioning]) -> Conditioning:
+        """Concatenate records along the batch axis."""
+
+        def cat_opt(xs: list[torch.Tensor | None]) -> torch.Tensor | None:
+            return None if xs[0] is None else torch.cat(xs, dim=0)  # type: ignore[arg-type]
+
+        return Conditioning(
+            torch.cat([c.sketch for c in items]),
+            torch.cat([c.hint_lab for c in items]),
+            torch.cat([c.hint_mask for c in items]),
+            cat_opt([c.fill_lab for c in items]),
+            cat_opt([c.fill_mask for c in items]),
+        )
+
+    def as_channels(self, config: ConditioningConfig, color: ColorConfig) -> torch.Tensor:
+        """The channels the model sees, in the order ``config.channels`` names them.
+
+        Layout (``ConditioningConfig.channels``): ``sketch`` (scaled to [-1, 1], white = +1),
+        ``hint_L, hint_a, hint_b`` (model space, 0 where no hint), ``hint_mask`` (0 or 1), then,
+        with ``region_fill``, ``fill_L, fill_a, fill_b, fill_mask`` in the same units.
+
+        Returns:
+            (N, len(config.channels), H, W).
+
+        Raises:
+            ValueError: ``config`` asks for the region fill but this record has none.
+        """
+        parts = [self.sketch * 2.0 - 1.0, lab_to_model(self.hint_lab, color) * self.hint_mask, self.hint_mask]
+        if config.region_fill:
+            if self.fill_lab is None or self.fill_mask is None:
+                raise ValueError("this model needs the region fill; call with_region_fill() first")
+            parts += [lab_to_model(self.fill_lab, color) * self.fill_mask, self.fill_mask]
+        return torch.cat(parts, dim=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# User hints -> tensors
+# ----------------------------------------------------------------------------------------------
+
+
+def hints_from_rgba(rgba: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split an RGBA hints layer into hint colours and a hint mask.
+
+    Transparent pixels (alpha < :data:`HINT_ALPHA_LEVEL`) and white pixels (every channel at least
+    :data:`HINT_WHITE_LEVEL`) mean "no hint"; every other pixel is a hint of its RGB colour.
+
+    Args:
+        rgba: (N, 4, H, W) in [0, 1] (an opaque image has alpha 1 everywhere).
+
+    Returns:
+        ``hint_rgb`` (N, 3, H, W) in [0, 1], 0 where unhinted, and ``hint_mask`` (N, 1, H, W).
+    """
+    if rgba.dim() != 4 or rgba.shape[1] != 4:
+        raise ValueError(f"rgba must be (N, 4, H, W), got {tuple(rgba.shape)}")
+    rgb, alpha = rgba[:, :3], rgba[:, 3:]
+    white = (rgb >= HINT_WHITE_LEVEL).all(dim=1, keepdim=True)
+    mask = ((alpha >= HINT_ALPHA_LEVEL) & ~white).to(rgb.dtype)
+    return rgb * mask, mask
+
+
+def resize_hints(
+    hint_rgb: torch.Tensor, hint_mask: torch.Tensor, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize hints to ``size`` (H, W) so that no hinted pixel is ever lost.
+
+    Each output cell averages the colours of the hinted input pixels it covers (area weighting)
+    and is hinted if it covers any hinted pixel at all; a one-pixel dot therefore survives any
+    downscale. Upscaling is nearest-neighbour, so hint edges stay sharp.
+
+    Args:
+        hint_rgb: (N, 3, h, w) colours in [0, 1] (values where the mask is 0 are ignored).
+        hint_mask: (N, 1, h, w) in {0, 1}.
+        size: Target (H, W).
+
+    Returns:
+        ``hint_rgb`` (N, 3, H, W) and ``hint_mask`` (N, 1, H, W) in {0, 1}.
+    """
+    if tuple(hint_mask.shape[-2:]) == tuple(size):
+        return hint_rgb * hint_mask, hint_mask
+    h, w = hint_mask.shape[-2:]
+    if size[0] >= h and size[1] >= w:
+        rgb = F.interpolate(hint_rgb * hint_mask, size=size, mode="nearest-exact")
+        mask = F.interpolate(hint_mask, size=size, mode="nearest-exact")
+        return rgb, mask
+    # Area weights: each output cell sees the mean over the input pixels it covers.
+    weighted = F.adaptive_avg_pool2d(hint_rgb * hint_mask, size)
+    coverage = F.adaptive_avg_pool2d(hint_mask, size)
+    mask = (coverage > 0).to(hint_mask.dtype)
+    rgb = weighted / coverage.clamp(min=1e-12) * mask
+    return rgb.clamp(0.0, 1.0), mask
+
+
+def hints_to_lab(hint_rgb: torch.Tensor, hint_mask: torch.Tensor) -> torch.Tensor:
+    """Hint colours in sRGB -> LAB, exactly 0 where there is no hint."""
+    return rgb_to_lab(hint_rgb) * hint_mask
+
+
+def from_points(
+    points: Sequence[tuple[float, float, tuple[float, float, float]]],
+    size: tuple[int, int],
+    *,
+    radius: float = 2.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paint point hints as small discs.
+
+    Args:
+        points: (x, y, (r, g, b)) with x, y in pixels (0 = left/top) and RGB in [0, 1].
+        size: Image (H, W).
+        radius: Disc radius in pixels (at least the pixel under the point is always painted).
+
+    Returns:
+        ``hint_rgb`` (1, 3, H, W) and ``hint_mask`` (1, 1, H, W); later points paint over earlier.
+
+    Raises:
+        HintError: A point lies outside the image.
+    """
+    h, w = size
+    rgb = torch.zeros(1, 3, h, w)
+    mask = torch.zeros(1, 1, h, w)
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    for x, y, colour in points:
+        if not (0 <= x < w and 0 <= y < h):
+            raise HintError(f"hint point ({x:g}, {y:g}) is outside the {w}x{h} image")
+        disc = ((xx - float(int(x))) ** 2 + (yy - float(int(y))) ** 2) <= max(radius, 0.0) ** 2
+        disc[int(y), int(x)] = True
+        rgb[0, :, disc] = torch.tensor(colour, dtype=torch.float32).view(3, 1)
+        mask[0, 0, disc] = 1.0
+    return rgb, mask
+
+
+# ----------------------------------------------------------------------------------------------
+# Region fill: hints spread over line-enclosed regions
+# ----------------------------------------------------------------------------------------------
+
+
+def label_regions(sketch: np.ndarray, line_level: float = LINE_LEVEL) -> np.ndarray:
+    """Label the 4-connected regions of non-line pixels of one sketch.
+
+    Args:
+        sketch: (H, W) lightness in [0, 1].
+        line_level: Pixels darker than this are lines (label 0).
+
+    Returns:
+        (H, W) int32 labels, 0 on lines, 1..K for regions.
+    """
+    from skimage.measure import label  # local: skimage import is slow and only needed here
+
+    return label(sketch >= line_level, connectivity=1).astype(np.int32)
+
+
+def region_fill(
+    sketch: torch.Tensor, hint_lab: torch.Tensor, hint_mask: torch.Tensor, line_level: float = LINE_LEVEL
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Give each line-enclosed region the mean LAB of the hints inside it (a classical flat fill).
+
+    Args:
+        sketch: (N, 1, H, W) lightness in [0, 1].
+        hint_lab: (N, 3, H, W) LAB, 0 where unhinted.
+        hint_mask: (N, 1, H, W) in {0, 1}.
+        line_level: Line threshold on lightness (see :func:`label_regions`).
+
+    Returns:
+        ``fill_lab`` (N, 3, H, W), 0 outside filled regions, and ``fill_mask`` (N, 1, H, W), 1 in
+        regions holding at least one hint (line pixels are never filled).
+    """
+    n, _, h, w = sketch.shape
+    fill_lab = torch.zeros_like(hint_lab)
+    fill_mask = torch.zeros_like(hint_mask)
+    sk = sketch.detach().float().cpu().numpy()
+    lab = hint_lab.detach().float().cpu().numpy()
+    msk = hint_mask.detach().float().cpu().numpy()
+    for i in range(n):
+        labels = label_regions(sk[i, 0], line_level)
+        k = int(labels.max()) + 1
+        flat = labels.ravel()
+        m = msk[i, 0].ravel()
+        count = np.bincount(flat, weights=m, minlength=k)
+        count[0] = 0.0  # lines are never filled
+        has = count > 0
+        out = np.zeros((3, h * w), dtype=np.float32)
+        for c in range(3):
+            total = np.bincount(flat, weights=lab[i, c].ravel() * m, minlength=k)
+            mean = np.where(has, total / np.maximum(count, 1e-12), 0.0)
+            out[c] = mean[flat]
+        fill_lab[i] = torch.from_numpy(out.reshape(3, h, w)).to(fill_lab)
+        fill_mask[i, 0] = torch.from_numpy(has[flat].reshape(h, w).astype(np.float32)).to(fill_mask)
+    return fill_lab, fill_mask
+
+
+def make_conditioning(
+    sketch: torch.Tensor,
+    hint_rgb: torch.Tensor | None,
+    hint_mask: torch.Tensor | None,
+    config: ConditioningConfig,
+) -> Conditioning:
+    """Build the :class:`Conditioning` of a batch from a sketch and (optional) sRGB hints.
+
+    Args:
+        sketch: (N, 1, H, W) lightness in [0, 1].
+        hint_rgb: (N, 3, H, W) hint colours in [0, 1], or None for no hints.
+        hint_mask: (N, 1, H, W) in {0, 1}, or None.
+        config: The model's conditioning layout (adds the region fill when it asks for one).
+    """
+    n, _, h, w = sketch.shape
+    if hint_rgb is None or hint_mask is None:
+        hint_lab = sketch.new_zeros(n, 3, h, w)
+        hint_mask = sketch.new_zeros(n, 1, h, w)
+    else:
+        if tuple(hint_mask.shape[-2:]) != (h, w):
+            raise HintError(f"hints are {hint_mask.shape[-1]}x{hint_mask.shape[-2]} but the sketch is {w}x{h}")
+        hint_lab = hints_to_lab(hint_rgb, hint_mask)
+    cond = Conditioning(sketch, hint_lab, hint_mask)
+    return cond.with_region_fill() if config.region_fill else cond

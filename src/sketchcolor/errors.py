@@ -1,0 +1,52 @@
+"""Exception types shared by the whole package.
+
+Owns: the small hierarchy of user-facing errors. Every error a user can cause (a bad file, a bad
+flag, a corrupt checkpoint) is a :class:`SketchcolorError` whose message is one line naming the
+thing and the problem, optionally with a ``hint`` saying what to do. The CLI prints exactly that
+line and exits non-zero; any other exception is a bug and shows a traceback.
+
+Must not import anything from the package (it is the first module in the import order).
+"""
+
+from __future__ import annotations
+
+
+class SketchcolorError(Exception):
+    """Base class of errors caused by the user's input, not by a bug.
+
+    Args:
+        message: One line: the file or setting concerned, then the problem.
+        hint: Optional one-line suggestion of what to do about it.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(SketchcolorError, ValueError):
+    """A configuration value or key is invalid (unknown key, out of range, wrong type)."""
+
+
+class ImageError(SketchcolorError, ValueError):
+    """An image cannot be read, is too large, or does not fit with the other inputs."""
+
+
+class HintError(SketchcolorError, ValueError):
+    """Colour hints are malformed (bad colour, point outside the image, size mismatch)."""
+
+
+class CheckpointError(SketchcolorError, ValueError):
+    """A checkpoint is missing, corrupt, of an unknown format or does not match the model."""
+
+
+class DeviceError(SketchcolorError, RuntimeError):
+    """The requested compute device is not available."""
+
+
+class OutputExistsError(SketchcolorError, FileExistsError):
+    """An output file exists and overwriting was not asked for."""
