@@ -48,7 +48,16 @@ FORMAT_NAME = "sketchcolor"
 FORMAT_VERSION = 1
 #: Metadata keys a checkpoint may carry; anything else is refused.
 METADATA_KEYS = frozenset(
-    {"format", "format_version", "config", "sketchcolor_version", "step", "data_digest", "weights_dtype", "recipe"}
+    {
+        "format",
+        "format_version",
+        "config",
+        "sketchcolor_version",
+        "step",
+        "data_digest",
+        "weights_dtype",
+        "recipe",
+    }
 )
 #: Where the default model lives inside the installed package.
 DEFAULT_MODEL_RESOURCE = ("sketchcolor.weights", "default.safetensors")
@@ -153,21 +162,26 @@ def save_checkpoint(
 
 
 def _sniff(path: Path) -> None:
-    """Refuse non-safetensors files by their first bytes, before any parser sees them."""
+    """Refuse non-safetensors files by their first bytes, before any parser sees them.
+
+    A safetensors file starts with a little-endian u64 header length followed by a JSON object.
+    Anything else is refused; pickles and PyTorch zip files get a message of their own.
+    """
+    size = path.stat().st_size
     with open(path, "rb") as fh:
-        head = fh.read(16)
+        head = fh.read(9)
+    if len(head) == 9:
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if head[8:9] == b"{" and 2 <= header_len <= size - 8:
+            return
     if head[:2] == b"PK":
         raise CheckpointError(
             f"{path}: is a PyTorch zip/pickle checkpoint, which is never loaded (unpickling can run code)",
             hint="convert it to a sketchcolor .safetensors file",
         )
-    if head[:1] == b"\x80" or head[:1] in (b"(", b"]", b"}"):
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         raise CheckpointError(f"{path}: is a pickle file, which is never loaded (unpickling can run code)")
-    if len(head) < 9:
-        raise CheckpointError(f"{path}: is not a safetensors file (too short)")
-    (header_len,) = struct.unpack("<Q", head[:8])
-    if head[8:9] != b"{" or header_len > path.stat().st_size:
-        raise CheckpointError(f"{path}: is not a safetensors file (bad header)")
+    raise CheckpointError(f"{path}: is not a safetensors file ({'empty' if size == 0 else 'bad header'})")
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -189,7 +203,9 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt safetensors file ({exc})") from None
     if metadata.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path}: not a sketchcolor checkpoint (metadata 'format' is {metadata.get('format')!r})")
+        raise CheckpointError(
+            f"{path}: not a sketchcolor checkpoint (metadata 'format' is {metadata.get('format')!r})"
+        )
     unknown = sorted(set(metadata) - METADATA_KEYS)
     if unknown:
         raise CheckpointError(f"{path}: unknown metadata key(s) {', '.join(unknown)}")
@@ -231,7 +247,9 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
         if missing:
             parts.append(f"missing weights {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
         if unexpected:
-            parts.append(f"unexpected weights {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+            parts.append(
+                f"unexpected weights {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}"
+            )
         raise CheckpointError(f"{source}: weights do not match the config: {'; '.join(parts)}")
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
@@ -293,7 +311,8 @@ def default_model_path() -> Path:
         ref = None
     if ref is None or not ref.is_file():
         raise CheckpointError(
-            "no default model is bundled with this installation", hint="pass --model PATH to a .safetensors model"
+            "no default model is bundled with this installation",
+            hint="pass --model PATH to a .safetensors model",
         )
     return Path(str(ref))
 

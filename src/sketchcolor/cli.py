@@ -45,6 +45,8 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
+    # Fixed help width: docs/cli.md is generated from --help and checked by a test.
+    context_settings={"max_content_width": 100, "terminal_width": 100},
     help="Colourise line-art sketches with diffusion models, guided by colour hints.",
 )
 
@@ -69,17 +71,27 @@ class OutputFormat(str, enum.Enum):
 # Shared option aliases: every command spells the same option the same way.
 ModelOpt = Annotated[
     Path | None,
-    typer.Option("--model", "-m", help="Model file (.safetensors). Default: the model bundled with sketchcolor."),
+    typer.Option(
+        "--model", "-m", help="Model file (.safetensors). Default: the model bundled with sketchcolor."
+    ),
 ]
 StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Sampling steps (network evaluations).")]
-SamplerOpt = Annotated[Sampler, typer.Option("--sampler", help="Sampler: ddim (deterministic at eta 0) or ddpm.")]
-EtaOpt = Annotated[float, typer.Option("--eta", min=0.0, max=1.0, help="DDIM stochasticity: 0 deterministic, 1 like DDPM.")]
+SamplerOpt = Annotated[
+    Sampler, typer.Option("--sampler", help="Sampler: ddim (deterministic at eta 0) or ddpm.")
+]
+EtaOpt = Annotated[
+    float, typer.Option("--eta", min=0.0, max=1.0, help="DDIM stochasticity: 0 deterministic, 1 like DDPM.")
+]
 GuidanceOpt = Annotated[
     float, typer.Option("--guidance", min=0.0, help="Classifier-free guidance scale on the hints; 1 = off.")
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same picture.")]
-DeviceOpt = Annotated[Device, typer.Option("--device", help="Compute device; auto = CUDA, then MPS, then CPU.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary (errors still show).")]
+DeviceOpt = Annotated[
+    Device, typer.Option("--device", help="Compute device; auto = CUDA, then MPS, then CPU.")
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bar or summary (errors still show).")
+]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="Result on stdout: human summary or JSON.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
 
@@ -93,7 +105,10 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Colourise line-art sketches with diffusion models, guided by colour hints."""
@@ -122,13 +137,16 @@ def _emit(result: Mapping[str, Any], fmt: OutputFormat, human: str, quiet: bool)
 
 @app.command("colorize")
 def colorize_cli(
-    sketch: Annotated[Path, typer.Argument(help="Line-art sketch (PNG, JPEG, WebP, BMP, TIFF).", show_default=False)],
+    sketch: Annotated[
+        Path, typer.Argument(help="Line-art sketch (PNG, JPEG, WebP, BMP, TIFF).", show_default=False)
+    ],
     hints: Annotated[
         Path | None,
         typer.Option("--hints", help="Colour hints image: transparent or white pixels mean no hint."),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output image. Default: SKETCH_STEM.colored.png beside it.")
+        Path | None,
+        typer.Option("--output", "-o", help="Output image. Default: SKETCH_STEM.colored.png beside it."),
     ] = None,
     model: ModelOpt = None,
     steps: StepsOpt = 20,
@@ -169,10 +187,17 @@ def colorize_cli(
         )
     record = dict(result.record)
     record.update({"input": str(sketch), "hints": str(hints) if hints else None, "output": str(out_path)})
-    save_image(result.image, out_path, overwrite=overwrite, text={"sketchcolor": json.dumps(record, sort_keys=True)})
+    save_image(
+        result.image, out_path, overwrite=overwrite, text={"sketchcolor": json.dumps(record, sort_keys=True)}
+    )
     record["seconds"] = round(time.perf_counter() - start, 3)
     w, h = result.image.size
-    _emit(record, fmt, f"wrote {out_path} ({w}x{h}, seed {seed}, {sampler.value} {steps} steps, {record['seconds']:.1f} s)", quiet)
+    _emit(
+        record,
+        fmt,
+        f"wrote {out_path} ({w}x{h}, seed {seed}, {sampler.value} {steps} steps, {record['seconds']:.1f} s)",
+        quiet,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,7 +212,9 @@ class _StderrHandler(logging.Handler):
 
 
 def _fail(message: str, hint: str | None = None) -> None:
-    stderr.print(f"sketchcolor: error: {message}" + (f" ({hint})" if hint else ""), highlight=False, soft_wrap=True)
+    stderr.print(
+        f"sketchcolor: error: {message}" + (f" ({hint})" if hint else ""), highlight=False, soft_wrap=True
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,6 +38,9 @@ _XYZ_FROM_RGB = (
     (0.212671, 0.715160, 0.072169),
     (0.019334, 0.119193, 0.950227),
 )
+_RGB_FROM_XYZ = tuple(
+    tuple(row) for row in torch.linalg.inv(torch.tensor(_XYZ_FROM_RGB, dtype=torch.float64)).tolist()
+)
 #: Reference white of D65 with the 2-degree observer.
 D65_WHITE = (0.95047, 1.0, 1.08883)
 
@@ -60,8 +63,9 @@ def _check_channels(x: torch.Tensor, name: str) -> None:
 
 
 def _matmul_channels(matrix: tuple[tuple[float, ...], ...], x: torch.Tensor) -> torch.Tensor:
-    m = torch.tensor(matrix, dtype=x.dtype, device=x.device)
-    return torch.einsum("ij,...jhw->...ihw", m, x)
+    # Elementwise weighted sums rather than a BLAS call: bit-identical for any batch size.
+    c0, c1, c2 = x.unbind(-3)
+    return torch.stack([m0 * c0 + m1 * c1 + m2 * c2 for (m0, m1, m2) in matrix], dim=-3)
 
 
 def srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
@@ -87,8 +91,7 @@ def rgb_to_xyz(rgb: torch.Tensor) -> torch.Tensor:
 def xyz_to_rgb(xyz: torch.Tensor) -> torch.Tensor:
     """CIE XYZ (D65) -> sRGB, not clipped (values outside [0, 1] are out of gamut)."""
     _check_channels(xyz, "xyz")
-    inv = torch.linalg.inv(torch.tensor(_XYZ_FROM_RGB, dtype=torch.float64)).tolist()
-    return linear_to_srgb(_matmul_channels(tuple(tuple(r) for r in inv), xyz))
+    return linear_to_srgb(_matmul_channels(_RGB_FROM_XYZ, xyz))
 
 
 def xyz_to_lab(xyz: torch.Tensor) -> torch.Tensor:
@@ -97,7 +100,9 @@ def xyz_to_lab(xyz: torch.Tensor) -> torch.Tensor:
     white = torch.tensor(D65_WHITE, dtype=xyz.dtype, device=xyz.device).view(3, 1, 1)
     t = xyz / white
     # f(t): cube root above the CIE threshold, a linear segment below it.
-    f = torch.where(t > _LAB_EPS, t.clamp(min=_LAB_EPS) ** (1.0 / 3.0), _LAB_KAPPA_OVER_116 * t + 16.0 / 116.0)
+    f = torch.where(
+        t > _LAB_EPS, t.clamp(min=_LAB_EPS) ** (1.0 / 3.0), _LAB_KAPPA_OVER_116 * t + 16.0 / 116.0
+    )
     fx, fy, fz = f.unbind(-3)
     lightness = 116.0 * fy - 16.0
     return torch.stack((lightness, 500.0 * (fx - fy), 200.0 * (fy - fz)), dim=-3)

@@ -100,7 +100,11 @@ class Conditioning:
             return None if x is None else x.to(device, non_blocking=non_blocking)
 
         return Conditioning(
-            mv(self.sketch), mv(self.hint_lab), mv(self.hint_mask), mv(self.fill_lab), mv(self.fill_mask)  # type: ignore[arg-type]
+            mv(self.sketch),
+            mv(self.hint_lab),
+            mv(self.hint_mask),
+            mv(self.fill_lab),
+            mv(self.fill_mask),  # type: ignore[arg-type]
         )
 
     @staticmethod
@@ -223,7 +227,9 @@ def from_points(
     h, w = size
     rgb = torch.zeros(1, 3, h, w)
     mask = torch.zeros(1, 1, h, w)
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
     for x, y, colour in points:
         if not (0 <= x < w and 0 <= y < h):
             raise HintError(f"hint point ({x:g}, {y:g}) is outside the {w}x{h} image")
@@ -313,7 +319,9 @@ def make_conditioning(
         hint_mask = sketch.new_zeros(n, 1, h, w)
     else:
         if tuple(hint_mask.shape[-2:]) != (h, w):
-            raise HintError(f"hints are {hint_mask.shape[-1]}x{hint_mask.shape[-2]} but the sketch is {w}x{h}")
+            raise HintError(
+                f"hints are {hint_mask.shape[-1]}x{hint_mask.shape[-2]} but the sketch is {w}x{h}"
+            )
         hint_lab = hints_to_lab(hint_rgb, hint_mask)
     cond = Conditioning(sketch, hint_lab, hint_mask)
     return cond.with_region_fill() if config.region_fill else cond

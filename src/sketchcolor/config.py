@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import tomllib
 
 from .errors import ConfigError
 
@@ -147,7 +148,9 @@ def load_config_file(cls: type[T], path: str | Path) -> T:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'} ({exc})") from None
+        raise ConfigError(
+            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'} ({exc})"
+        ) from None
     try:
         return from_dict(cls, data)
     except ConfigError as exc:
@@ -346,9 +349,7 @@ class ColorizerConfig:
         )
 
     @staticmethod
-    def for_layout(
-        conditioning: ConditioningConfig | None = None, **kwargs: Any
-    ) -> ColorizerConfig:
+    def for_layout(conditioning: ConditioningConfig | None = None, **kwargs: Any) -> ColorizerConfig:
         """Build a config whose model channel counts follow ``conditioning`` automatically.
 
         Args:

@@ -25,7 +25,9 @@ from .config import Prediction
 from .schedules import NoiseSchedule
 
 
-def _coefficients(schedule: NoiseSchedule, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _coefficients(
+    schedule: NoiseSchedule, t: torch.Tensor, like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """sqrt(alpha_bar) and sqrt(1 - alpha_bar) at ``t``, computed in float64, shaped (N, 1, 1, 1)."""
     ab = schedule.alpha_bar_at(t).view(-1, 1, 1, 1)
     return (
@@ -82,11 +84,15 @@ class Denoiser(nn.Module):
         self.schedule = schedule
         self.prediction: Prediction = prediction
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (x0_hat, eps_hat), both float32 (N, C, H, W)."""
         return self.predict(x_t, t, cond)
 
-    def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(
+        self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (x0_hat, eps_hat), both float32 (N, C, H, W)."""
         out = self.model(x_t, t, cond).float()
         a, s = _coefficients(self.schedule, t, x_t)
@@ -140,7 +146,9 @@ class GuidedDenoiser(nn.Module):
         self.uncond = uncond
         self.scale = float(scale)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x0, eps = self.denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, self.uncond]))
         x0_c, x0_u = x0.chunk(2)
         eps_c, eps_u = eps.chunk(2)

@@ -45,7 +45,9 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name == "mps":
         if not _mps_available():
-            raise DeviceError("device 'mps' requested but Apple MPS is not available", hint="use --device cpu")
+            raise DeviceError(
+                "device 'mps' requested but Apple MPS is not available", hint="use --device cpu"
+            )
         return torch.device("mps")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
@@ -55,7 +57,9 @@ def resolve_device(name: str = "auto") -> torch.device:
             )
         dev = torch.device(name)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceError(f"device '{name}' requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise DeviceError(
+                f"device '{name}' requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
         return dev
     raise DeviceError(f"unknown device '{name}'", hint="use auto, cpu, cuda, cuda:N or mps")
 

@@ -32,7 +32,15 @@ from .errors import ImageError, OutputExistsError
 MAX_PIXELS = 8192 * 8192
 
 #: Suffixes :func:`save_image` can write.
-WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+WRITE_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
 
 #: Suffixes treated as images when scanning folders.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -171,7 +179,9 @@ def load_rgba(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> torch.Tensor
     return image_to_tensor(to_rgba(open_image(path, max_pixels=max_pixels)))
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int, *, value: float = 1.0) -> tuple[torch.Tensor, tuple[int, int]]:
+def pad_to_multiple(
+    x: torch.Tensor, multiple: int, *, value: float = 1.0
+) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad (N, C, H, W) on the right and bottom up to multiples of ``multiple``.
 
     Args:

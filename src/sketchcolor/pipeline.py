@@ -26,12 +26,21 @@ from PIL import Image
 from . import __version__
 from .checkpoint import ModelBundle, default_model_path, load_checkpoint
 from .color import lab_to_rgb, lightness, model_to_lab
-from .config import ColorConfig, ConditioningConfig, SampleConfig
 from .conditioning import Conditioning, hints_from_rgba, make_conditioning, resize_hints
+from .config import ColorConfig, ConditioningConfig, SampleConfig
 from .denoiser import GuidedDenoiser
 from .device import autocast, resolve_device
 from .errors import HintError, ImageError
-from .io import crop_to, image_to_tensor, load_rgb, load_rgba, pad_to_multiple, tensor_to_image, to_rgb_on_white, to_rgba
+from .io import (
+    crop_to,
+    image_to_tensor,
+    load_rgb,
+    load_rgba,
+    pad_to_multiple,
+    tensor_to_image,
+    to_rgb_on_white,
+    to_rgba,
+)
 from .samplers import sample_ddim, sample_ddpm
 
 ImageInput = str | Path | Image.Image | torch.Tensor
@@ -76,7 +85,9 @@ def read_sketch(sketch: ImageInput) -> torch.Tensor:
     return x.float().cpu()
 
 
-def read_hints(hints: ImageInput | None, size: tuple[int, int], *, name: str = "hints") -> tuple[torch.Tensor, torch.Tensor] | None:
+def read_hints(
+    hints: ImageInput | None, size: tuple[int, int], *, name: str = "hints"
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Hints as (hint_rgb (1, 3, H, W), hint_mask (1, 1, H, W)) at the sketch's ``size``.
 
     Accepts a path or PIL image (transparent or white pixels mean "no hint"), or an RGBA tensor
@@ -116,7 +127,9 @@ def working_size(size: tuple[int, int], resolution: int) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def clamp_hook(color: ColorConfig, conditioning: ConditioningConfig) -> Callable[[torch.Tensor, int], torch.Tensor]:
+def clamp_hook(
+    color: ColorConfig, conditioning: ConditioningConfig
+) -> Callable[[torch.Tensor, int], torch.Tensor]:
     """An x0 hook clamping estimates to valid LAB (L in [0, 100], a and b in [-128, 127])."""
     lo = [(0.0 - color.l_center) / color.l_scale, -128.0 / color.ab_scale, -128.0 / color.ab_scale]
     hi = [(100.0 - color.l_center) / color.l_scale, 127.0 / color.ab_scale, 127.0 / color.ab_scale]
@@ -247,7 +260,11 @@ def colorize(
     lab_small = crop_to(model_output_to_lab(x0.float().cpu(), bundle, sketch_small), small)
 
     # 3. Carry the colours to full size and lay the original lines over them.
-    lab_full = F.interpolate(lab_small, size=size, mode="bilinear", align_corners=False) if small != size else lab_small
+    lab_full = (
+        F.interpolate(lab_small, size=size, mode="bilinear", align_corners=False)
+        if small != size
+        else lab_small
+    )
     if config.conditioning.mode == "photo":
         lab_full = torch.cat([sketch_l * 100.0, lab_full[:, 1:]], dim=1)
     out = compose(lab_to_rgb(lab_full), sketch_rgb, config.conditioning.mode)

@@ -35,7 +35,9 @@ from .schedules import NoiseSchedule
 class DenoiserFn(Protocol):
     """``(x_t, t, cond) -> (x0_hat, eps_hat)``; see :class:`sketchcolor.denoiser.Denoiser`."""
 
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: Any) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def __call__(
+        self, x_t: torch.Tensor, t: torch.Tensor, cond: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 Generators = torch.Generator | Sequence[torch.Generator]
@@ -65,7 +67,9 @@ def randn(
         Tensor of ``shape`` on ``device``.
     """
     if isinstance(generator, torch.Generator):
-        return torch.randn(tuple(shape), generator=generator, device=generator.device).to(device=device, dtype=dtype)
+        return torch.randn(tuple(shape), generator=generator, device=generator.device).to(
+            device=device, dtype=dtype
+        )
     gens = list(generator)
     if len(gens) != shape[0]:
         raise ValueError(f"got {len(gens)} generators for a batch of {shape[0]}")
@@ -146,7 +150,9 @@ def sample_ddim(
         # 1. Predict the clean sample and the noise it implies at this step.
         x0_hat, eps_hat = _predict(denoiser, x, t, cond, x0_hook, a, s)
         if callback is not None:
-            callback({"step": i, "num_steps": len(pairs), "t": t, "t_prev": t_prev, "x_t": x, "x0_hat": x0_hat})
+            callback(
+                {"step": i, "num_steps": len(pairs), "t": t, "t_prev": t_prev, "x_t": x, "x0_hat": x0_hat}
+            )
         # 2. sigma_t of eq. 16: eta interpolates between DDIM (0) and DDPM's posterior std (1).
         sigma = eta * math.sqrt((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev))
         # 3. Eq. 12: jump to t_prev along the predicted noise direction, plus fresh noise.
@@ -197,7 +203,9 @@ def sample_ddpm(
         # 1. Predict the clean sample at this step.
         x0_hat, _eps_hat = _predict(denoiser, x, t, cond, x0_hook, a, s)
         if callback is not None:
-            callback({"step": i, "num_steps": len(pairs), "t": t, "t_prev": t_prev, "x_t": x, "x0_hat": x0_hat})
+            callback(
+                {"step": i, "num_steps": len(pairs), "t": t, "t_prev": t_prev, "x_t": x, "x0_hat": x0_hat}
+            )
         # 2. Posterior q(x_{t_prev} | x_t, x0) of the respaced chain (eq. 7).
         beta = 1.0 - ab / ab_prev
         coef_x0 = math.sqrt(ab_prev) * beta / (1.0 - ab)

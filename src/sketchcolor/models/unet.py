@@ -163,7 +163,11 @@ class UNet(nn.Module):
         cfg = self.config
         if x_t.dim() != 4 or x_t.shape[1] != cfg.in_channels:
             raise ValueError(f"x_t must be (N, {cfg.in_channels}, H, W), got {tuple(x_t.shape)}")
-        if cond.shape[0] != x_t.shape[0] or cond.shape[1] != cfg.cond_channels or cond.shape[2:] != x_t.shape[2:]:
+        if (
+            cond.shape[0] != x_t.shape[0]
+            or cond.shape[1] != cfg.cond_channels
+            or cond.shape[2:] != x_t.shape[2:]
+        ):
             raise ValueError(
                 f"cond must be (N, {cfg.cond_channels}, H, W) matching x_t {tuple(x_t.shape)}, got {tuple(cond.shape)}"
             )

@@ -1,0 +1,116 @@
+import pytest
+import torch
+
+from sketchcolor.color import rgb_to_lab
+from sketchcolor.conditioning import (
+    Conditioning,
+    from_points,
+    hints_from_rgba,
+    make_conditioning,
+    region_fill,
+    resize_hints,
+)
+from sketchcolor.config import ColorConfig, ConditioningConfig
+from sketchcolor.errors import HintError
+
+
+def test_white_and_transparent_mean_no_hint():
+    rgba = torch.ones(1, 4, 2, 3)  # opaque white
+    rgba[0, :3, 0, 0] = torch.tensor([1.0, 0.0, 0.0])  # red
+    rgba[0, :, 0, 1] = torch.tensor([0.0, 0.0, 1.0, 0.0])  # transparent blue
+    rgba[0, :3, 1, 2] = 0.5  # opaque grey: a real hint (grey is a colour)
+    rgb, mask = hints_from_rgba(rgba)
+    assert mask[0, 0].tolist() == [[1, 0, 0], [0, 0, 1]]
+    assert rgb[0, :, 0, 1].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("target", [(7, 5), (3, 3), (1, 1), (13, 11)])
+def test_downscale_never_loses_a_dot(target):
+    rgb = torch.zeros(1, 3, 101, 77)
+    mask = torch.zeros(1, 1, 101, 77)
+    rgb[0, :, 50, 33] = torch.tensor([0.2, 0.4, 0.9])
+    mask[0, 0, 50, 33] = 1
+    out_rgb, out_mask = resize_hints(rgb, mask, target)
+    assert out_mask.sum() >= 1
+    idx = out_mask[0, 0].nonzero()[0]
+    assert torch.allclose(out_rgb[0, :, idx[0], idx[1]], torch.tensor([0.2, 0.4, 0.9]), atol=1e-6)
+
+
+def test_upscale_is_nearest():
+    rgb = torch.tensor([[1.0, 0.0], [0.0, 0.0]]).expand(1, 3, 2, 2).clone()
+    mask = torch.tensor([[1.0, 0.0], [0.0, 0.0]]).view(1, 1, 2, 2)
+    out_rgb, out_mask = resize_hints(rgb, mask, (4, 4))
+    assert out_mask[0, 0].sum() == 4 and out_mask[0, 0, :2, :2].all()
+    assert set(out_rgb.unique().tolist()) == {0.0, 1.0}
+
+
+def test_from_points_paints_discs_and_rejects_outside():
+    rgb, mask = from_points([(2, 3, (1.0, 0.0, 0.0))], (8, 8), radius=1)
+    assert mask[0, 0, 3, 2] == 1 and mask[0, 0, 3, 3] == 1 and mask[0, 0, 5, 5] == 0
+    assert mask.sum() == 5
+    with pytest.raises(HintError, match=r"\(9, 1\) is outside the 8x8 image"):
+        from_points([(9, 1, (1.0, 0.0, 0.0))], (8, 8))
+
+
+def test_region_fill_spreads_hint_inside_its_region_only():
+    sketch = torch.ones(1, 1, 8, 8)
+    sketch[..., :, 4] = 0.0  # a vertical line splits the image into two regions
+    lab = torch.zeros(1, 3, 8, 8)
+    mask = torch.zeros(1, 1, 8, 8)
+    lab[0, :, 2, 1] = torch.tensor([50.0, 60.0, 20.0])
+    mask[0, 0, 2, 1] = 1
+    fill_lab, fill_mask = region_fill(sketch, lab, mask)
+    assert fill_mask[0, 0, :, :4].all() and not fill_mask[0, 0, :, 4:].any()
+    assert torch.allclose(fill_lab[0, :, 7, 0], torch.tensor([50.0, 60.0, 20.0]))
+    assert torch.all(fill_lab[0, :, :, 4:] == 0)
+
+
+def test_region_fill_averages_hints_in_a_region():
+    sketch = torch.ones(1, 1, 4, 4)
+    lab = torch.zeros(1, 3, 4, 4)
+    mask = torch.zeros(1, 1, 4, 4)
+    lab[0, :, 0, 0] = torch.tensor([40.0, 10.0, 0.0])
+    lab[0, :, 3, 3] = torch.tensor([60.0, 30.0, 0.0])
+    mask[0, 0, 0, 0] = mask[0, 0, 3, 3] = 1
+    fill_lab, _ = region_fill(sketch, lab, mask)
+    assert torch.allclose(fill_lab[0, :, 1, 2], torch.tensor([50.0, 20.0, 0.0]))
+
+
+def test_channel_layout_and_hint_mask_distinguishes_grey():
+    sketch = torch.ones(1, 1, 4, 4)
+    grey = torch.full((1, 3, 4, 4), 0.5)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., 0, 0] = 1
+    cfg = ConditioningConfig(region_fill=True)
+    cond = make_conditioning(sketch, grey * mask, mask, cfg)
+    ch = cond.as_channels(cfg, ColorConfig())
+    assert ch.shape == (1, len(cfg.channels), 4, 4)
+    assert ch[0, cfg.channels.index("sketch")].eq(1.0).all()
+    hint_mask = ch[0, cfg.channels.index("hint_mask")]
+    assert hint_mask[0, 0] == 1 and hint_mask.sum() == 1
+    # A grey hint has a = b = 0, like "no hint"; only the mask tells them apart.
+    assert abs(ch[0, cfg.channels.index("hint_a"), 0, 0]) < 1e-3
+    expected_l = (rgb_to_lab(torch.full((1, 3, 1, 1), 0.5))[0, 0, 0, 0] - 50) / 50
+    assert torch.allclose(ch[0, cfg.channels.index("hint_L"), 0, 0], expected_l, atol=1e-5)
+    assert ch[0, cfg.channels.index("fill_mask")].eq(1).all()  # no lines: one region, filled
+
+
+def test_without_hints_and_keep():
+    cond = make_conditioning(
+        torch.ones(2, 1, 4, 4), torch.rand(2, 3, 4, 4), torch.ones(2, 1, 4, 4), ConditioningConfig()
+    )
+    assert cond.without_hints().hint_mask.sum() == 0
+    kept = cond.keep_hints(torch.tensor([True, False]))
+    assert kept.hint_mask[0].sum() == 16 and kept.hint_mask[1].sum() == 0
+    assert kept.hint_lab[1].abs().sum() == 0
+
+
+def test_model_without_fill_refuses_missing_fill():
+    cond = Conditioning(torch.ones(1, 1, 2, 2), torch.zeros(1, 3, 2, 2), torch.zeros(1, 1, 2, 2))
+    with pytest.raises(ValueError, match="region fill"):
+        cond.as_channels(ConditioningConfig(region_fill=True), ColorConfig())
+
+
+def test_shape_validation():
+    with pytest.raises(ValueError, match="hint_mask must be"):
+        Conditioning(torch.ones(1, 1, 2, 2), torch.zeros(1, 3, 2, 2), torch.zeros(1, 1, 3, 2))

@@ -1,0 +1,24 @@
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cli_reference_is_current():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_cli_docs.py"), "--check"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_readme_has_exactly_two_setup_commands():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"<!-- ci:(\w+) -->\n```bash\n(.*?)\n```\n<!-- /ci:\1 -->", readme, flags=re.S)
+    assert [name for name, _ in blocks] == ["main", "test"]
+    assert all("\n" not in cmd for _, cmd in blocks)
+
+
+def test_changelog_has_unreleased_section():
+    assert "## [Unreleased]" in (ROOT / "CHANGELOG.md").read_text()

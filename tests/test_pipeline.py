@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import sketchcolor
+from sketchcolor.checkpoint import load_checkpoint, save_checkpoint
+from sketchcolor.config import ConditioningConfig, SampleConfig
+from sketchcolor.errors import CheckpointError, HintError
+from sketchcolor.pipeline import colorize, working_size
+
+from .conftest import draw_hints, draw_sketch, random_model, tiny_config
+
+
+@pytest.fixture
+def bundle(tiny_checkpoint):
+    return load_checkpoint(tiny_checkpoint)
+
+
+@pytest.mark.parametrize("size", [(96, 64), (33, 77), (200, 20), (16, 16)])
+def test_output_has_sketch_size_and_is_finite(bundle, size):
+    result = colorize(draw_sketch(size), None, bundle, SampleConfig(steps=3), seed=0)
+    assert result.image.size == size and result.image.mode == "RGB"
+    arr = np.asarray(result.image)
+    assert arr.dtype == np.uint8
+
+
+def test_reproducible_and_seed_dependent(bundle):
+    cfg = SampleConfig(steps=4)
+    a = np.asarray(colorize(draw_sketch(), draw_hints(), bundle, cfg, seed=1).image)
+    b = np.asarray(colorize(draw_sketch(), draw_hints(), bundle, cfg, seed=1).image)
+    c = np.asarray(colorize(draw_sketch(), draw_hints(), bundle, cfg, seed=2).image)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_hints_and_guidance_change_the_result(bundle):
+    cfg = SampleConfig(steps=3)
+    plain = np.asarray(colorize(draw_sketch(), None, bundle, cfg, seed=0).image)
+    hinted = colorize(draw_sketch(), draw_hints(), bundle, cfg, seed=0)
+    assert not np.array_equal(plain, np.asarray(hinted.image))
+    guided = colorize(draw_sketch(), draw_hints(), bundle, SampleConfig(steps=3, guidance=3.0), seed=0)
+    assert not np.array_equal(np.asarray(hinted.image), np.asarray(guided.image))
+    assert hinted.record["hinted"] is True
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_line_pixels_never_lighter_than_sketch(bundle, sampler):
+    sketch = draw_sketch((120, 80))
+    out = np.asarray(
+        colorize(sketch, draw_hints((120, 80)), bundle, SampleConfig(sampler=sampler, steps=3)).image
+    )
+    ref = np.asarray(sketch).astype(int)
+    lines = ref.max(axis=2) < 128
+    assert lines.sum() > 50
+    assert (out[lines].astype(int) <= ref[lines] + 1).all()
+
+
+def test_record_contents(bundle):
+    result = colorize(draw_sketch(), None, bundle, SampleConfig(steps=2, sampler="ddpm"), seed=9)
+    rec = result.record
+    assert rec["seed"] == 9 and rec["sampler"] == "ddpm" and rec["steps"] == 2
+    assert rec["model_digest"] == bundle.digest and rec["sketchcolor_version"] == sketchcolor.__version__
+    assert rec["size"] == [96, 64] and rec["working_size"] == [32, 21] and rec["padded_size"] == [32, 22]
+
+
+def test_hints_of_other_size_resized_and_aspect_checked(bundle):
+    big_hints = draw_hints((192, 128))
+    out = colorize(draw_sketch(), big_hints, bundle, SampleConfig(steps=2))
+    assert out.image.size == (96, 64)
+    with pytest.raises(HintError, match="different aspect ratio"):
+        colorize(draw_sketch(), draw_hints((100, 100)), bundle, SampleConfig(steps=2))
+
+
+def test_photo_mode_keeps_lightness(tmp_path):
+    config = tiny_config(conditioning=ConditioningConfig(mode="photo"))
+    path = save_checkpoint(tmp_path / "photo.safetensors", random_model(config), config)
+    grey = np.tile(np.linspace(30, 220, 64, dtype=np.uint8), (48, 1))
+    photo = Image.fromarray(grey).convert("RGB")
+    out = colorize(photo, None, load_checkpoint(path), SampleConfig(steps=2))
+    from skimage.color import rgb2lab
+
+    l_in = rgb2lab(np.asarray(photo) / 255.0)[..., 0]
+    l_out = rgb2lab(np.asarray(out.image) / 255.0)[..., 0]
+    assert np.abs(l_in - l_out).mean() < 3.0
+
+
+def test_region_fill_model_runs(tmp_path):
+    config = tiny_config(conditioning=ConditioningConfig(region_fill=True))
+    path = save_checkpoint(tmp_path / "fill.safetensors", random_model(config), config)
+    out = colorize(draw_sketch(), draw_hints(), load_checkpoint(path), SampleConfig(steps=2))
+    assert out.image.size == (96, 64)
+
+
+def test_working_size():
+    assert working_size((1000, 500), 64) == (64, 32)
+    assert working_size((10, 5000), 64) == (1, 64)
+
+
+def test_top_level_colorize(tiny_checkpoint, sketch_files):
+    sketch, hints = sketch_files
+    img = sketchcolor.colorize(sketch, hints=hints, model=tiny_checkpoint, steps=2, seed=3, device="cpu")
+    assert isinstance(img, Image.Image) and img.size == (96, 64)
+
+
+def test_sketch_tensor_input_validated(bundle):
+    from sketchcolor.errors import ImageError
+
+    with pytest.raises(ImageError, match="must be finite and in"):
+        colorize(torch.full((1, 3, 8, 8), 2.0), None, bundle)
+
+
+def test_no_default_model_is_a_clear_error(monkeypatch):
+    import sketchcolor.checkpoint as ck
+
+    monkeypatch.setattr(ck, "DEFAULT_MODEL_RESOURCE", ("sketchcolor.weights", "absent.safetensors"))
+    with pytest.raises(CheckpointError, match="no default model"):
+        ck.default_model_path()
