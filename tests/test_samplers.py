@@ -91,10 +91,10 @@ def test_same_seed_same_output_other_seed_differs(name):
     schedule = NoiseSchedule(ScheduleConfig())
     den = gaussian_denoiser(0.5, schedule)
     ts = schedule.timesteps(10)
+
     def run(s):
-        return SAMPLERS[name](
-            den, randn((2, 3, 4, 4), gen(s)), schedule, ts, None, generator=gen(s + 100)
-        )  # noqa: E731
+        return SAMPLERS[name](den, randn((2, 3, 4, 4), gen(s)), schedule, ts, None, generator=gen(s + 100))  # noqa: E731
+
     assert torch.equal(run(0), run(0))
     assert not torch.equal(run(0), run(1))
 

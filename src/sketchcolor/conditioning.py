@@ -21,6 +21,7 @@ Conventions (see docs/conventions.md):
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .color import lab_to_model, rgb_to_lab
-from .config import ColorConfig, ConditioningConfig
+from .config import ColorConfig, ConditioningConfig, HintConfig
 from .errors import HintError
 
 #: A pixel whose every RGB channel is at least this is "white paper" in a hints image: no hint.
@@ -325,3 +326,77 @@ def make_conditioning(
         hint_lab = hints_to_lab(hint_rgb, hint_mask)
     cond = Conditioning(sketch, hint_lab, hint_mask)
     return cond.with_region_fill() if config.region_fill else cond
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic hints for training and evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+def sample_training_hints(
+    rgb: torch.Tensor, sketch: torch.Tensor, config: HintConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw synthetic colour hints for one picture from its ground truth.
+
+    The distribution is :class:`~sketchcolor.config.HintConfig`'s (documented there): a number of
+    strokes (zero with probability ``p_none``), each a dot or a random walk of random length and
+    width, coloured with the ground truth under it and never on line pixels. Hint dropout is
+    separate (:func:`drop_hints`). Every draw comes from ``generator`` in a fixed order, so a seed
+    gives the same hints everywhere (training and ``eval`` share this).
+
+    Args:
+        rgb: (3, H, W) ground-truth colours in [0, 1].
+        sketch: (1, H, W) lightness in [0, 1]; pixels below :data:`LINE_LEVEL` are lines.
+        config: The stroke distribution.
+        generator: CPU generator.
+
+    Returns:
+        ``hint_rgb`` (3, H, W), 0 where unhinted, and ``hint_mask`` (1, H, W) in {0, 1}.
+    """
+    _, h, w = rgb.shape
+    mask = torch.zeros(1, 1, h, w)
+    allowed = sketch[0] >= LINE_LEVEL
+    free = allowed.flatten().nonzero().flatten()
+
+    def uniform() -> float:
+        return float(torch.rand((), generator=generator))
+
+    def randint(lo: int, hi: int) -> int:  # inclusive bounds
+        return int(torch.randint(lo, hi + 1, (), generator=generator))
+
+    n_strokes = (
+        0 if (uniform() < config.p_none or config.max_strokes == 0) else randint(1, config.max_strokes)
+    )
+    if len(free) == 0:
+        n_strokes = 0
+    for _ in range(n_strokes):
+        start = int(free[randint(0, len(free) - 1)])
+        y0, x0 = divmod(start, w)
+        is_dot = uniform() < config.p_dot
+        width = randint(config.min_width, config.max_width)
+        if is_dot:
+            ys, xs = torch.tensor([float(y0)]), torch.tensor([float(x0)])
+        else:
+            length = randint(config.min_length, config.max_length)
+            heading = uniform() * 2 * math.pi
+            turns = (torch.rand(length, generator=generator) * 2 - 1) * config.max_turn
+            angles = heading + torch.cumsum(turns, 0)
+            # Half-pixel steps so the walk has no gaps when rounded to pixels.
+            ys = y0 + torch.cumsum(0.5 * torch.sin(angles).repeat_interleave(2), 0)
+            xs = x0 + torch.cumsum(0.5 * torch.cos(angles).repeat_interleave(2), 0)
+            ys = torch.cat([torch.tensor([float(y0)]), ys])
+            xs = torch.cat([torch.tensor([float(x0)]), xs])
+        stroke = torch.zeros(1, 1, h, w)
+        yi = ys.round().long().clamp(0, h - 1)
+        xi = xs.round().long().clamp(0, w - 1)
+        stroke[0, 0, yi, xi] = 1.0
+        if width > 1:
+            stroke = F.max_pool2d(stroke, kernel_size=width, stride=1, padding=width // 2)[..., :h, :w]
+        mask = torch.maximum(mask, stroke)
+    mask = mask[0] * allowed.to(mask.dtype)
+    return rgb * mask, mask
+
+
+def drop_hints(p: float, generator: torch.Generator) -> bool:
+    """Whether to keep a sample's hints under hint dropout with probability ``p`` (one draw)."""
+    return bool(torch.rand((), generator=generator) >= p)

@@ -50,3 +50,7 @@ class DeviceError(SketchcolorError, RuntimeError):
 
 class OutputExistsError(SketchcolorError, FileExistsError):
     """An output file exists and overwriting was not asked for."""
+
+
+class DataError(SketchcolorError, ValueError):
+    """A training or evaluation data set is empty, too small, or laid out wrongly."""
