@@ -22,3 +22,18 @@ def test_readme_has_exactly_two_setup_commands():
 
 def test_changelog_has_unreleased_section():
     assert "## [Unreleased]" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_training_doc_lists_every_default_setting():
+    from sketchcolor.config import TrainConfig, dumps_toml, to_dict
+
+    doc = (ROOT / "docs" / "training.md").read_text()
+    block = doc.split("<!-- generated: TrainConfig defaults -->\n```toml\n")[1].split("```")[0]
+    assert block == dumps_toml(to_dict(TrainConfig()))
+
+
+def test_shipped_recipes_load():
+    from sketchcolor.config import TrainConfig, load_config_file
+
+    for recipe in sorted((ROOT / "configs").glob("*.toml")):
+        load_config_file(TrainConfig, recipe)

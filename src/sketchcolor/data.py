@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import io as _io
 import json
@@ -215,14 +216,19 @@ def _parquet_rows(path: Path) -> int:
         raise DataError(f"{path}: cannot read Parquet file ({exc})") from None
 
 
-def _parquet_image(path: Path, row: int, column: str) -> Image.Image:
+@functools.lru_cache(maxsize=4)
+def _parquet_column(path: Path, column: str) -> Any:
+    """One column of a Parquet file, read once per process (rows are then indexed)."""
     pq = _parquet_module()
-    table = (
-        pq.ParquetFile(path).read_row_group(0, columns=[column])
-        if False
-        else pq.read_table(path, columns=[column])
-    )
-    value = table.column(column)[row].as_py()
+    try:
+        return pq.read_table(path, columns=[column]).column(column)
+    except Exception as exc:  # noqa: BLE001 - any pyarrow failure is a bad file or missing column
+        raise ImageError(f"{path}: cannot read column '{column}' ({exc})") from None
+
+
+def _parquet_image(path: Path, row: int, column: str) -> Image.Image:
+    table_column = _parquet_column(path, column)
+    value = table_column[row].as_py()
     if isinstance(value, dict):  # Hugging Face image feature: {"bytes": ..., "path": ...}
         value = value.get("bytes")
     if not isinstance(value, bytes | bytearray):
@@ -276,7 +282,7 @@ def _prepare_item(
                 sketch = (lightness(sk)[0] * 255).round().clamp(0, 255).to(torch.uint8).numpy()
                 digest = hashlib.sha256((digest + hashlib.sha256(sk_raw).hexdigest()).encode()).hexdigest()
             else:
-                rgb = torch.from_numpy(colour).float().unsqueeze(0) / 255.0
+                rgb = torch.from_numpy(colour.copy()).float().unsqueeze(0) / 255.0
                 # XDoG parameters depend only on the item's name and the seed: stable across runs.
                 name_seed = int.from_bytes(
                     hashlib.sha256(f"{seed}:{item.name}".encode()).digest()[:8], "little"
