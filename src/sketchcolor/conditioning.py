@@ -400,3 +400,101 @@ def sample_training_hints(
 def drop_hints(p: float, generator: torch.Generator) -> bool:
     """Whether to keep a sample's hints under hint dropout with probability ``p`` (one draw)."""
     return bool(torch.rand((), generator=generator) >= p)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hint layers from every source users give
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class HintLayer:
+    """User hints at the sketch's size, whatever their source.
+
+    Attributes:
+        rgb: (1, 3, H, W) hint colours in [0, 1], 0 where unhinted.
+        mask: (1, 1, H, W) in {0, 1}.
+    """
+
+    rgb: torch.Tensor
+    mask: torch.Tensor
+
+    @staticmethod
+    def empty(size: tuple[int, int]) -> HintLayer:
+        return HintLayer(torch.zeros(1, 3, *size), torch.zeros(1, 1, *size))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.mask.shape[-2]), int(self.mask.shape[-1])
+
+    @property
+    def is_empty(self) -> bool:
+        return not bool(self.mask.any())
+
+    def over(self, below: HintLayer) -> HintLayer:
+        """This layer painted over ``below`` (where both hint a pixel, this one wins)."""
+        m = self.mask
+        return HintLayer(self.rgb * m + below.rgb * (1 - m), torch.maximum(m, below.mask))
+
+    def to_rgba(self) -> torch.Tensor:
+        """(1, 4, H, W) RGBA layer: the hint colours, transparent where there is no hint."""
+        return torch.cat([self.rgb * self.mask, self.mask], dim=1)
+
+
+def resolve_coordinate(value: float, extent: int, text: str) -> float:
+    """A coordinate given as pixels (integers or values above 1) or a fraction in [0, 1].
+
+    A value written with a decimal point and within [0, 1] (``"0.5"``) is a fraction of the
+    image's width or height; anything else is a pixel position. Fractions map to pixel centres, so
+    ``1.0`` is the last pixel.
+    """
+    if "." in text and 0.0 <= value <= 1.0:
+        return min(value * extent, extent - 1)
+    return value
+
+
+def from_strokes(
+    strokes: Sequence[tuple[Sequence[tuple[float, float]], tuple[float, float, float], float]],
+    size: tuple[int, int],
+) -> HintLayer:
+    """Paint polyline strokes: each ``(points in pixels, (r, g, b) in [0, 1], width in pixels)``.
+
+    Raises:
+        HintError: A point lies outside the image.
+    """
+    h, w = size
+    layer = HintLayer.empty(size)
+    for points, colour, width in strokes:
+        dots: list[tuple[float, float, tuple[float, float, float]]] = []
+        pts = list(points)
+        for x, y in pts:
+            if not (0 <= x < w and 0 <= y < h):
+                raise HintError(f"hint stroke point ({x:g}, {y:g}) is outside the {w}x{h} image")
+        for (xa, ya), (xb, yb) in zip(pts, pts[1:] or pts, strict=False):
+            n = max(1, int(math.ceil(max(abs(xb - xa), abs(yb - ya)) * 2)))
+            for i in range(n + 1):
+                dots.append((xa + (xb - xa) * i / n, ya + (yb - ya) * i / n, colour))
+        rgb, mask = from_points(dots, size, radius=max(0.0, width / 2.0))
+        layer = HintLayer(rgb, mask).over(layer)
+    return layer
+
+
+def split_hints_from_sketch(
+    sketch_rgb: torch.Tensor, *, chroma_level: float = 20.0
+) -> tuple[torch.Tensor, HintLayer]:
+    """Split colour scribbles drawn onto a sketch (the Diffusart data layout) from its lines.
+
+    Pixels whose LAB chroma exceeds ``chroma_level`` are hints of their colour; in the returned
+    sketch they become white paper, leaving only the (grey or black) lines.
+
+    Args:
+        sketch_rgb: (1, 3, H, W) sketch with scribbles, in [0, 1].
+
+    Returns:
+        The clean sketch (1, 3, H, W) and the hints.
+    """
+    lab = rgb_to_lab(sketch_rgb)
+    chroma = torch.sqrt(lab[:, 1:2] ** 2 + lab[:, 2:3] ** 2)
+    mask = (chroma > chroma_level).to(sketch_rgb.dtype)
+    clean = sketch_rgb * (1 - mask) + mask
+    return clean, HintLayer(sketch_rgb * mask, mask)

@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import io as _io
+import json
 import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from .errors import ImageError, OutputExistsError
+from .errors import HintError, ImageError, OutputExistsError
 
 #: Largest image accepted, in pixels (width x height): 8192 x 8192, about 67 megapixels.
 #: Larger files are refused before decoding, which stops decompression bombs.
@@ -300,3 +302,109 @@ def encode_png(img: Image.Image) -> bytes:
     buf = _io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def parse_color(text: str) -> tuple[float, float, float]:
+    """A colour written as hex (``#f80``, ``#ff8800``), a CSS name (``skyblue``) or ``rgb(255, 136, 0)``.
+
+    Returns:
+        (r, g, b) in [0, 1].
+
+    Raises:
+        HintError: The text is not a colour.
+    """
+    from PIL import ImageColor
+
+    try:
+        rgb = ImageColor.getrgb(text.strip())
+    except ValueError:
+        raise HintError(
+            f"'{text}' is not a colour (use #rrggbb, #rgb, rgb(r, g, b) or a CSS colour name)"
+        ) from None
+    return (rgb[0] / 255.0, rgb[1] / 255.0, rgb[2] / 255.0)
+
+
+def read_hints_json(path: str | Path) -> dict[str, list[Any]]:
+    """Read a JSON hints file.
+
+    Format::
+
+        {"points":  [{"x": 120, "y": 80, "color": "#d03030", "radius": 4},
+                     {"x": 0.5, "y": 0.25, "color": "skyblue"}],
+         "strokes": [{"points": [[10, 10], [50, 40]], "color": "red", "width": 6}]}
+
+    Coordinates are pixels, or fractions of the width/height when written with a decimal point
+    within [0, 1]. ``radius`` and ``width`` are optional (pixels).
+
+    Returns:
+        ``{"points": [(x, y, x_text, y_text, rgb, radius | None)], "strokes": [([(x, y, x_text,
+        y_text)], rgb, width | None)]}`` with colours parsed.
+
+    Raises:
+        HintError: Unreadable file, invalid JSON or a malformed entry (named by its index).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise HintError(f"{path}: cannot read hints file ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise HintError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or set(data) - {"points", "strokes"}:
+        raise HintError(f"{path}: a hints file is an object with 'points' and/or 'strokes' lists")
+
+    def coord(v: Any, where: str) -> tuple[float, str]:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise HintError(f"{path}: {where} must be a number")
+        return float(v), repr(v)
+
+    def colour(entry: dict[str, Any], where: str) -> tuple[float, float, float]:
+        if not isinstance(entry.get("color"), str):
+            raise HintError(f"{path}: {where} needs a 'color' string")
+        try:
+            return parse_color(entry["color"])
+        except HintError as exc:
+            raise HintError(f"{path}: {where}: {exc.message}") from None
+
+    points = []
+    for i, p in enumerate(data.get("points", [])):
+        where = f"points[{i}]"
+        if not isinstance(p, dict) or set(p) - {"x", "y", "color", "radius"}:
+            raise HintError(f"{path}: {where} must be an object with x, y, color and optional radius")
+        x, xt = coord(p.get("x"), f"{where}.x")
+        y, yt = coord(p.get("y"), f"{where}.y")
+        radius = coord(p["radius"], f"{where}.radius")[0] if "radius" in p else None
+        points.append((x, y, xt, yt, colour(p, where), radius))
+    strokes = []
+    for i, s in enumerate(data.get("strokes", [])):
+        where = f"strokes[{i}]"
+        if (
+            not isinstance(s, dict)
+            or set(s) - {"points", "color", "width"}
+            or not isinstance(s.get("points"), list)
+            or not s["points"]
+        ):
+            raise HintError(
+                f"{path}: {where} must be an object with a non-empty points list, color and optional width"
+            )
+        pts = []
+        for j, xy in enumerate(s["points"]):
+            if not isinstance(xy, list) or len(xy) != 2:
+                raise HintError(f"{path}: {where}.points[{j}] must be [x, y]")
+            x, xt = coord(xy[0], f"{where}.points[{j}]")
+            y, yt = coord(xy[1], f"{where}.points[{j}]")
+            pts.append((x, y, xt, yt))
+        width = coord(s["width"], f"{where}.width")[0] if "width" in s else None
+        strokes.append((pts, colour(s, where), width))
+    return {"points": points, "strokes": strokes}
+
+
+def save_gif(
+    frames: list[Image.Image], path: str | Path, *, duration_ms: int = 120, overwrite: bool = False
+) -> Path:
+    """Write an animated GIF atomically (the last frame is held three times longer)."""
+    path = Path(path)
+    durations = [duration_ms] * (len(frames) - 1) + [duration_ms * 3]
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    return path

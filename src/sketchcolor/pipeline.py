@@ -1,21 +1,27 @@
-"""Colourise a sketch: io -> colour -> conditioning -> sampler -> colour -> io.
+"""Colourise a sketch: io -> colour -> conditioning -> sampler -> compose -> io.
 
 Owns: composing the library into the user-facing operation, at any input size. The model runs at
-its working resolution (the long side resized to ``config.resolution``, padded to the U-Net's
-size multiple); its colours are carried back to the sketch's full size and the sketch's own lines
-are multiplied over them, so the output has the input's size and its line pixels are never
-lighter than the sketch's.
+its working resolution (the sketch's long side resized to ``config.resolution``, padded to the
+U-Net's size multiple); :mod:`sketchcolor.compose` carries its colours back to the sketch's full
+size along the line-enclosed regions, and the sketch's own lines are multiplied over them, so the
+output has the input's size and its line pixels are never lighter than the sketch's.
 
-Every random draw comes from a generator seeded from ``seed`` (one per sample), and the result
+Hints come from any mix of sources (:func:`build_hints`): an RGBA layer or scribble image, points,
+strokes, a JSON file, or scribbles drawn on the sketch itself.
+
+Every random draw comes from a generator seeded from ``seed + i`` for sample ``i``, and each result
 carries a record of everything needed to reproduce it.
 
-Library code: no printing, no argv, no progress bars (progress goes through ``callback``).
+Library code: no printing, no argv, no progress bars (progress goes through ``callback``, warnings
+through ``logging``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import hashlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +31,19 @@ from PIL import Image
 
 from . import __version__
 from .checkpoint import ModelBundle, default_model_path, load_checkpoint
-from .color import lab_to_rgb, lightness, model_to_lab
-from .conditioning import Conditioning, hints_from_rgba, make_conditioning, resize_hints
+from .color import lab_to_rgb, model_to_lab, rgb_to_lab
+from .compose import carry_to_full_size, multiply_lines, sketch_lightness
+from .conditioning import (
+    Conditioning,
+    HintLayer,
+    from_points,
+    from_strokes,
+    hints_from_rgba,
+    make_conditioning,
+    resize_hints,
+    resolve_coordinate,
+    split_hints_from_sketch,
+)
 from .config import ColorConfig, ConditioningConfig, SampleConfig
 from .denoiser import GuidedDenoiser
 from .device import autocast, resolve_device
@@ -37,17 +54,22 @@ from .io import (
     load_rgb,
     load_rgba,
     pad_to_multiple,
+    read_hints_json,
     tensor_to_image,
     to_rgb_on_white,
     to_rgba,
 )
 from .samplers import sample_ddim, sample_ddpm
 
+log = logging.getLogger(__name__)
+
 ImageInput = str | Path | Image.Image | torch.Tensor
 StepCallback = Callable[[Mapping[str, Any]], None]
 
 #: Hints whose aspect ratio differs from the sketch's by more than this (relative) are refused.
 ASPECT_TOLERANCE = 0.02
+#: Long side of the frames of the denoising animation.
+FRAME_SIZE = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,13 +77,29 @@ class ColorizeResult:
     """The outcome of :func:`colorize`.
 
     Attributes:
-        image: RGB output at the sketch's size.
-        record: How it was made: seed, sampler, steps, eta, guidance, spacing, model digest,
-            package version, working size (JSON-friendly).
+        images: RGB outputs at the sketch's size, one per sample.
+        flats: The colour layers without the lines (same size), one per sample.
+        records: How each was made (JSON-friendly): seed, sampler, steps, eta, guidance,
+            spacing, model digest, package version, sizes, and the hints digest.
+        hints: The hints actually used, at the sketch's size.
+        frames: Per sample, the x0 estimate after each sampling step as small RGB pictures
+            (empty unless ``keep_steps``).
     """
 
-    image: Image.Image
-    record: dict[str, Any]
+    images: list[Image.Image]
+    flats: list[Image.Image]
+    records: list[dict[str, Any]]
+    hints: HintLayer
+    frames: list[list[Image.Image]]
+
+    @property
+    def image(self) -> Image.Image:
+        """The first (usually only) output."""
+        return self.images[0]
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.records[0]
 
 
 def read_sketch(sketch: ImageInput) -> torch.Tensor:
@@ -85,24 +123,19 @@ def read_sketch(sketch: ImageInput) -> torch.Tensor:
     return x.float().cpu()
 
 
-def read_hints(
-    hints: ImageInput | None, size: tuple[int, int], *, name: str = "hints"
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Hints as (hint_rgb (1, 3, H, W), hint_mask (1, 1, H, W)) at the sketch's ``size``.
+def hints_from_image(
+    hints: ImageInput, size: tuple[int, int], *, stretch: bool = False, name: str = "hints"
+) -> HintLayer:
+    """A hints image (path, PIL image or (1, 4, h, w) RGBA tensor) as a layer at ``size``.
 
-    Accepts a path or PIL image (transparent or white pixels mean "no hint"), or an RGBA tensor
-    (1, 4, h, w) in [0, 1]. A hints image of another size is resized without losing any dot
-    (:func:`~sketchcolor.conditioning.resize_hints`); its aspect ratio must match the sketch's.
-
-    Returns:
-        None when ``hints`` is None.
+    Transparent or white pixels mean "no hint". A hints image of another size is resized without
+    losing any dot (:func:`~sketchcolor.conditioning.resize_hints`); its aspect ratio must match
+    the sketch's unless ``stretch``.
 
     Raises:
         HintError: The aspect ratio differs from the sketch's.
         ImageError: Unreadable file.
     """
-    if hints is None:
-        return None
     if isinstance(hints, str | Path):
         name = str(hints)
         rgba = load_rgba(hints)
@@ -114,10 +147,92 @@ def read_hints(
             raise HintError(f"hints tensor must be (1, 4, H, W) RGBA, got {tuple(hints.shape)}")
     h, w = size
     hh, hw = rgba.shape[-2:]
-    if abs((hw / hh) / (w / h) - 1.0) > ASPECT_TOLERANCE:
-        raise HintError(f"{name}: hints are {hw}x{hh} but the sketch is {w}x{h} (different aspect ratio)")
+    if not stretch and abs((hw / hh) / (w / h) - 1.0) > ASPECT_TOLERANCE:
+        raise HintError(
+            f"{name}: hints are {hw}x{hh} but the sketch is {w}x{h} (different aspect ratio)",
+            hint="pass --stretch-hints to stretch them to the sketch",
+        )
     hint_rgb, hint_mask = hints_from_rgba(rgba.float())
-    return resize_hints(hint_rgb, hint_mask, size)
+    rgb, mask = resize_hints(hint_rgb, hint_mask, size)
+    return HintLayer(rgb, mask)
+
+
+def parse_point(text: str) -> tuple[float, float, str, str, tuple[float, float, float]]:
+    """Parse ``X,Y,COLOR`` (pixels or fractions; hex, ``rgb()`` or CSS colour).
+
+    Raises:
+        HintError: Malformed text or colour.
+    """
+    from .io import parse_color
+
+    parts = text.split(",", 2)
+    if len(parts) != 3:
+        raise HintError(f"hint '{text}' must be X,Y,COLOR (e.g. 120,80,#d03030 or 0.5,0.25,skyblue)")
+    try:
+        x, y = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise HintError(f"hint '{text}': X and Y must be numbers") from None
+    return x, y, parts[0].strip(), parts[1].strip(), parse_color(parts[2])
+
+
+def default_point_radius(size: tuple[int, int]) -> float:
+    """Radius of point hints without their own: about 1 % of the long side, at least 2 px."""
+    return max(2.0, 0.01 * max(size))
+
+
+def build_hints(
+    size: tuple[int, int],
+    *,
+    images: Sequence[ImageInput] = (),
+    points: Sequence[str] = (),
+    json_files: Sequence[str | Path] = (),
+    in_sketch: HintLayer | None = None,
+    stretch: bool = False,
+    point_radius: float | None = None,
+) -> HintLayer:
+    """Merge hints from every source into one layer at the sketch's ``size``.
+
+    Later sources paint over earlier ones in this order: scribbles found in the sketch, hints
+    images, JSON files, then ``--hint`` points.
+
+    Raises:
+        HintError: A malformed source, or a point outside the image (named).
+        ImageError: An unreadable hints image.
+    """
+    layer = in_sketch if in_sketch is not None else HintLayer.empty(size)
+    h, w = size
+    radius = default_point_radius(size) if point_radius is None else point_radius
+    for image in images:
+        layer = hints_from_image(image, size, stretch=stretch).over(layer)
+    for path in json_files:
+        spec = read_hints_json(path)
+        pts = []
+        for x, y, xt, yt, rgb, r in spec["points"]:
+            px, py = resolve_coordinate(x, w, xt), resolve_coordinate(y, h, yt)
+            if not (0 <= px < w and 0 <= py < h):
+                raise HintError(f"{path}: hint point ({xt}, {yt}) is outside the {w}x{h} image")
+            pts.append(((px, py, rgb), r))
+        for (px, py, rgb), r in pts:
+            layer = HintLayer(*from_points([(px, py, rgb)], size, radius=radius if r is None else r)).over(
+                layer
+            )
+        strokes = []
+        for pts_spec, rgb, width in spec["strokes"]:
+            coords = [
+                (resolve_coordinate(x, w, xt), resolve_coordinate(y, h, yt)) for x, y, xt, yt in pts_spec
+            ]
+            strokes.append((coords, rgb, 2 * radius if width is None else width))
+        try:
+            layer = from_strokes(strokes, size).over(layer)
+        except HintError as exc:
+            raise HintError(f"{path}: {exc.message}") from None
+    for text in points:
+        x, y, xt, yt, rgb = parse_point(text)
+        px, py = resolve_coordinate(x, w, xt), resolve_coordinate(y, h, yt)
+        if not (0 <= px < w and 0 <= py < h):
+            raise HintError(f"hint point '{text}' is outside the {w}x{h} image")
+        layer = HintLayer(*from_points([(px, py, rgb)], size, radius=radius)).over(layer)
+    return layer
 
 
 def working_size(size: tuple[int, int], resolution: int) -> tuple[int, int]:
@@ -135,10 +250,15 @@ def clamp_hook(
     hi = [(100.0 - color.l_center) / color.l_scale, 127.0 / color.ab_scale, 127.0 / color.ab_scale]
     if conditioning.mode == "photo":
         lo, hi = lo[1:], hi[1:]
+    bounds: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def hook(x0: torch.Tensor, t: int) -> torch.Tensor:
-        low = torch.tensor(lo, dtype=x0.dtype, device=x0.device).view(1, -1, 1, 1)
-        high = torch.tensor(hi, dtype=x0.dtype, device=x0.device).view(1, -1, 1, 1)
+        if x0.device not in bounds:  # built once per device: no host-device copy per step
+            bounds[x0.device] = (
+                torch.tensor(lo, dtype=x0.dtype, device=x0.device).view(1, -1, 1, 1),
+                torch.tensor(hi, dtype=x0.dtype, device=x0.device).view(1, -1, 1, 1),
+            )
+        low, high = bounds[x0.device]
         return torch.maximum(torch.minimum(x0, high), low)
 
     return hook
@@ -159,15 +279,18 @@ def sample(
 ) -> torch.Tensor:
     """Run the configured sampler on a prepared conditioning batch.
 
+    The conditioning channels are computed once, before the loop; the sampler then only calls the
+    network.
+
     Args:
         bundle: Loaded model.
-        cond: Conditioning at the working size (already padded), on the model's device.
+        cond: Conditioning at the working size (already padded), one item per generator.
         sample_config: Sampler settings.
         generators: One generator per batch item (initial noise and per-step noise).
         callback: Per-step progress callback (see :mod:`sketchcolor.samplers`).
 
     Returns:
-        x0 in model space, (N, C, h, w) float32.
+        x0 in model space, (N, C, h, w) float32, on the model's device.
     """
     config = bundle.config
     device = bundle.device
@@ -197,95 +320,173 @@ def model_output_to_lab(x0: torch.Tensor, bundle: ModelBundle, sketch_l: torch.T
     """Model-space x0 -> LAB (N, 3, h, w); in photo mode L comes from ``sketch_l`` (N, 1, h, w)."""
     if bundle.config.conditioning.mode == "photo":
         ab = x0 * bundle.config.color.ab_scale
-        return torch.cat([sketch_l * 100.0, ab], dim=1)
+        return torch.cat([sketch_l.expand(x0.shape[0], -1, -1, -1) * 100.0, ab], dim=1)
     return model_to_lab(x0, bundle.config.color)
 
 
-def compose(colour_rgb: torch.Tensor, sketch_rgb: torch.Tensor, mode: str) -> torch.Tensor:
-    """Lay the sketch's own lines over the colour layer (multiply) at full resolution.
+def is_colour_image(rgb: torch.Tensor, *, chroma_level: float = 12.0, fraction: float = 0.05) -> bool:
+    """Whether an RGB image (1, 3, H, W) is visibly coloured rather than line art or greyscale.
 
-    In photo mode the colour layer already carries the photo's lightness, so it is returned as is.
+    True when more than ``fraction`` of pixels have LAB chroma above ``chroma_level``.
     """
-    if mode == "photo":
-        return colour_rgb
-    return colour_rgb * sketch_rgb
+    x = rgb
+    if max(x.shape[-2:]) > 256:
+        x = F.interpolate(x, scale_factor=256 / max(x.shape[-2:]), mode="area")
+    lab = rgb_to_lab(x)
+    chroma = torch.sqrt(lab[:, 1] ** 2 + lab[:, 2] ** 2)
+    return bool((chroma > chroma_level).float().mean() > fraction)
+
+
+def hints_digest(hints: HintLayer) -> str:
+    """First 16 hex digits of the SHA-256 of the hints as 8-bit RGBA (identifies the hints used)."""
+    rgba = (hints.to_rgba()[0] * 255).round().to(torch.uint8).numpy()
+    return hashlib.sha256(rgba.tobytes()).hexdigest()[:16]
+
+
+def _frame(
+    x0: torch.Tensor, bundle: ModelBundle, sketch_l_small: torch.Tensor, small: tuple[int, int]
+) -> Image.Image:
+    lab = crop_to(model_output_to_lab(x0.float().cpu(), bundle, sketch_l_small), small)
+    rgb = lab_to_rgb(lab)
+    if bundle.config.conditioning.mode == "lineart":
+        rgb = rgb * crop_to(sketch_l_small, small)
+    scale = FRAME_SIZE / max(small)
+    if scale > 1:
+        rgb = F.interpolate(rgb, scale_factor=scale, mode="nearest")
+    return tensor_to_image(rgb)
 
 
 def colorize(
     sketch: ImageInput,
-    hints: ImageInput | None,
+    hints: HintLayer | ImageInput | None,
     bundle: ModelBundle,
     sample_config: SampleConfig | None = None,
     seed: int = 0,
     *,
+    num_samples: int = 1,
+    flat: bool = False,
+    keep_steps: bool = False,
     callback: StepCallback | None = None,
 ) -> ColorizeResult:
     """Colourise one sketch with a loaded model.
 
     Args:
-        sketch: Path, PIL image or (1, 3, H, W) tensor in [0, 1] (see :func:`read_sketch`).
-        hints: Hints image (path, PIL image, (1, 4, h, w) RGBA tensor) or None.
+        sketch: Path, PIL image or (1, 3, H, W) tensor in [0, 1] (see :func:`read_sketch`). A
+            photo model takes a greyscale photo here.
+        hints: A :class:`HintLayer` (see :func:`build_hints`), a hints image (path, PIL image,
+            (1, 4, h, w) RGBA tensor), or None.
         bundle: The model (:func:`sketchcolor.checkpoint.load_checkpoint`).
         sample_config: Sampler settings (defaults of :class:`SampleConfig` if None).
-        seed: Seed of the sample's generator.
+        seed: Seed of the first sample; sample ``i`` uses ``seed + i``.
+        num_samples: Variations to draw in one batch.
+        flat: One colour per line-enclosed region (clean flats) instead of the default, which
+            flattens only regions the model already coloured uniformly.
+        keep_steps: Keep each step's x0 estimate as a small picture (``result.frames``).
         callback: Per-step progress callback.
 
     Returns:
-        :class:`ColorizeResult` with the RGB image at the sketch's size and its record.
+        :class:`ColorizeResult`.
 
     Raises:
         ImageError, HintError: Bad inputs.
     """
+    if num_samples < 1:
+        raise ValueError("num_samples must be >= 1")
     sample_config = sample_config or SampleConfig()
     config = bundle.config
+    photo = config.conditioning.mode == "photo"
     sketch_rgb = read_sketch(sketch)
     size = (int(sketch_rgb.shape[-2]), int(sketch_rgb.shape[-1]))
-    hint = read_hints(hints, size)
+    if isinstance(hints, HintLayer):
+        if hints.size != size:
+            raise HintError(
+                f"hint layer is {hints.size[1]}x{hints.size[0]} but the sketch is {size[1]}x{size[0]}"
+            )
+        layer = hints
+    elif hints is None:
+        layer = HintLayer.empty(size)
+    else:
+        layer = hints_from_image(hints, size)
+        if layer.is_empty:
+            log.warning(
+                "%s has no hint pixels (all white or transparent); colourising from the sketch alone",
+                hints if isinstance(hints, str | Path) else "the hints image",
+            )
+    if not photo and is_colour_image(sketch_rgb):
+        log.warning("the sketch is already in colour; for greyscale photos use a photo model (--mode photo)")
 
     # 1. Work at the model's resolution: area-downscale the sketch, resize hints without loss.
     small = working_size(size, config.resolution)
-    sketch_l = lightness(sketch_rgb)
+    sketch_l = sketch_lightness(sketch_rgb)
     sketch_small = F.interpolate(sketch_l, size=small, mode="area") if small != size else sketch_l
     sketch_small, _ = pad_to_multiple(sketch_small, config.model.size_multiple, value=1.0)
     padded = (int(sketch_small.shape[-2]), int(sketch_small.shape[-1]))
     hint_rgb = hint_mask = None
-    if hint is not None:
-        hint_rgb, hint_mask = resize_hints(hint[0], hint[1], small)
+    if not layer.is_empty:
+        hint_rgb, hint_mask = resize_hints(layer.rgb, layer.mask, small)
         hint_rgb, _ = pad_to_multiple(hint_rgb, config.model.size_multiple, value=0.0)
         hint_mask, _ = pad_to_multiple(hint_mask, config.model.size_multiple, value=0.0)
     cond = make_conditioning(sketch_small, hint_rgb, hint_mask, config.conditioning)
+    if num_samples > 1:
+        cond = Conditioning.cat([cond] * num_samples)
 
-    # 2. Sample in model space, then return to LAB at the working size.
-    x0 = sample(bundle, cond, sample_config, item_generators(seed, 1), callback=callback)
-    lab_small = crop_to(model_output_to_lab(x0.float().cpu(), bundle, sketch_small), small)
+    # 2. Sample in model space (all samples in one batch).
+    frames: list[list[Image.Image]] = [[] for _ in range(num_samples)]
 
-    # 3. Carry the colours to full size and lay the original lines over them.
-    lab_full = (
-        F.interpolate(lab_small, size=size, mode="bilinear", align_corners=False)
-        if small != size
-        else lab_small
+    def on_step(info: Mapping[str, Any]) -> None:
+        if keep_steps:
+            for i in range(num_samples):
+                frames[i].append(_frame(info["x0_hat"][i : i + 1], bundle, sketch_small, small))
+        if callback is not None:
+            callback(info)
+
+    x0 = (
+        sample(bundle, cond, sample_config, item_generators(seed, num_samples), callback=on_step)
+        .float()
+        .cpu()
     )
-    if config.conditioning.mode == "photo":
-        lab_full = torch.cat([sketch_l * 100.0, lab_full[:, 1:]], dim=1)
-    out = compose(lab_to_rgb(lab_full), sketch_rgb, config.conditioning.mode)
-    if not torch.isfinite(out).all():
-        raise ImageError("the model produced non-finite values; the checkpoint may be corrupt or diverged")
 
-    record = {
-        "seed": int(seed),
-        "sampler": sample_config.sampler,
-        "steps": sample_config.steps,
-        "eta": sample_config.eta,
-        "guidance": sample_config.guidance,
-        "spacing": sample_config.spacing,
-        "model_digest": bundle.digest,
-        "sketchcolor_version": __version__,
-        "working_size": [small[1], small[0]],
-        "padded_size": [padded[1], padded[0]],
-        "size": [size[1], size[0]],
-        "hinted": hint is not None and bool(hint[1].any()),
-    }
-    return ColorizeResult(image=tensor_to_image(out), record=record)
+    # 3. Carry the colours to full size along the line-enclosed regions; lay the lines on top.
+    sketch_small_crop = crop_to(sketch_small, small)
+    images, flats, records = [], [], []
+    digest = hints_digest(layer)
+    for i in range(num_samples):
+        lab_small = crop_to(model_output_to_lab(x0[i : i + 1], bundle, sketch_small), small)
+        if photo:
+            ab_full = F.interpolate(lab_small[:, 1:], size=size, mode="bilinear", align_corners=False)
+            colour = lab_to_rgb(torch.cat([sketch_l * 100.0, ab_full], dim=1))
+            out = colour
+        else:
+            colour = carry_to_full_size(lab_small, sketch_small_crop, sketch_l, flat=flat)
+            out = multiply_lines(colour, sketch_rgb)
+        if not torch.isfinite(out).all():
+            raise ImageError(
+                "the model produced non-finite values; the checkpoint may be corrupt or diverged"
+            )
+        images.append(tensor_to_image(out))
+        flats.append(tensor_to_image(colour))
+        records.append(
+            {
+                "seed": int(seed) + i,
+                "sample_index": i,
+                "num_samples": num_samples,
+                "sampler": sample_config.sampler,
+                "steps": sample_config.steps,
+                "eta": sample_config.eta,
+                "guidance": sample_config.guidance,
+                "spacing": sample_config.spacing,
+                "flat": flat,
+                "mode": config.conditioning.mode,
+                "model_digest": bundle.digest,
+                "sketchcolor_version": __version__,
+                "working_size": [small[1], small[0]],
+                "padded_size": [padded[1], padded[0]],
+                "size": [size[1], size[0]],
+                "hinted": not layer.is_empty,
+                "hints_digest": digest,
+            }
+        )
+    return ColorizeResult(images=images, flats=flats, records=records, hints=layer, frames=frames)
 
 
 def load_model(model: str | Path | ModelBundle | None = None, device: str = "auto") -> ModelBundle:
@@ -301,29 +502,15 @@ def load_model(model: str | Path | ModelBundle | None = None, device: str = "aut
     return load_checkpoint(default_model_path() if model is None else model, device=dev)
 
 
-def is_colour_image(rgb: torch.Tensor, *, chroma_level: float = 12.0, fraction: float = 0.05) -> bool:
-    """Whether an RGB image (1, 3, H, W) is visibly coloured rather than line art/greyscale.
-
-    True when more than ``fraction`` of pixels have LAB chroma above ``chroma_level``.
-    """
-    from .color import rgb_to_lab
-
-    x = rgb
-    if max(x.shape[-2:]) > 256:
-        scale = 256 / max(x.shape[-2:])
-        x = F.interpolate(x, scale_factor=scale, mode="area")
-    lab = rgb_to_lab(x)
-    chroma = torch.sqrt(lab[:, 1] ** 2 + lab[:, 2] ** 2)
-    return bool((chroma > chroma_level).float().mean() > fraction)
-
-
 __all__ = [
     "ColorizeResult",
+    "build_hints",
     "colorize",
+    "hints_from_image",
+    "is_colour_image",
     "load_model",
-    "read_hints",
     "read_sketch",
     "sample",
+    "split_hints_from_sketch",
     "working_size",
-    "is_colour_image",
 ]

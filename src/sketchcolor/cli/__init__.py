@@ -1,0 +1,99 @@
+"""The ``sketchcolor`` command line: a thin shell over the library.
+
+Examples::
+
+    # Colourise a sketch guided by a scribble layer (white or transparent = no hint)
+    sketchcolor colorize sketch.png --hints scribble.png -o out.png
+
+    # Train on your own colour pictures (sketches and hints are synthesised), resume after a crash
+    sketchcolor train --data my_pictures/ --out runs/mine
+    sketchcolor train --resume runs/mine
+
+Each command builds configs from its options and calls library functions. Progress bars,
+warnings and errors go to stderr; results go to stdout as a short human summary or, with
+``--format json``, as JSON. Errors caused by input (a bad file, flag or checkpoint) print one line,
+``sketchcolor: error: <what>: <problem>``, and exit with status 1 (2 for a bad flag); set
+``SKETCHCOLOR_DEBUG=1`` to see the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import typer
+
+from ..errors import SketchcolorError
+from . import colorize as _colorize  # noqa: F401  (registers the command)
+from . import train as _train  # noqa: F401  (registers the command)
+from .app import app, stderr, stdout
+
+__all__ = ["app", "main"]
+
+
+class _StderrHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        level = "warning" if record.levelno >= logging.WARNING else "info"
+        stderr.print(f"sketchcolor: {level}: {record.getMessage()}", highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, hint: str | None = None) -> None:
+    stderr.print(
+        f"sketchcolor: error: {message}" + (f" ({hint})" if hint else ""), highlight=False, soft_wrap=True
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status (0 ok, 1 failed, 2 bad usage, 130 interrupted).
+
+    Args:
+        argv: Arguments without the program name (default: ``sys.argv[1:]``).
+    """
+    debug = os.environ.get("SKETCHCOLOR_DEBUG", "") not in ("", "0")
+    handler = _StderrHandler()
+    logger = logging.getLogger("sketchcolor")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rv = app(args=args, prog_name="sketchcolor", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        _fail("interrupted")
+        return 130
+    except SketchcolorError as exc:
+        if debug:
+            raise
+        _fail(exc.message, exc.hint)
+        return 1
+    except MemoryError:
+        if debug:
+            raise
+        _fail("out of memory", "try a smaller image or --device cpu")
+        return 1
+    except OSError as exc:
+        if debug:
+            raise
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        _fail(f"{where}{exc.strerror or exc}")
+        return 1
+    except Exception as exc:
+        # Usage errors of the command-line parser (click, or the copy vendored in newer typer):
+        # recognised by their interface so any typer version works.
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            stdout.print(exc.format_message(), highlight=False, markup=False)
+            return 0
+        _fail(exc.format_message().replace("\n", " "), "see --help" if int(exc.exit_code) == 2 else None)
+        return int(exc.exit_code)
+    finally:
+        logger.removeHandler(handler)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The Typer application, shared option aliases and the one output sink of the CLI."""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .. import __version__
+
+stderr = Console(stderr=True)
+stdout = Console()
+
+app = typer.Typer(
+    name="sketchcolor",
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    # Fixed help width: docs/cli.md is generated from --help and checked by a test.
+    context_settings={"max_content_width": 100, "terminal_width": 100},
+    help="Colourise line-art sketches with diffusion models, guided by colour hints.",
+)
+
+
+class Sampler(enum.StrEnum):
+    ddim = "ddim"
+    ddpm = "ddpm"
+
+
+class Device(enum.StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class OutputFormat(enum.StrEnum):
+    human = "human"
+    json = "json"
+
+
+class Mode(enum.StrEnum):
+    lineart = "lineart"
+    photo = "photo"
+
+
+# Shared option aliases: every command spells the same option the same way.
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--model", "-m", help="Model file (.safetensors). Default: the model bundled with sketchcolor."
+    ),
+]
+StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Sampling steps (network evaluations).")]
+SamplerOpt = Annotated[
+    Sampler, typer.Option("--sampler", help="Sampler: ddim (deterministic at eta 0) or ddpm.")
+]
+EtaOpt = Annotated[
+    float, typer.Option("--eta", min=0.0, max=1.0, help="DDIM stochasticity: 0 deterministic, 1 like DDPM.")
+]
+GuidanceOpt = Annotated[
+    float, typer.Option("--guidance", min=0.0, help="Classifier-free guidance scale on the hints; 1 = off.")
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same picture.")]
+DeviceOpt = Annotated[
+    Device, typer.Option("--device", help="Compute device; auto = CUDA, then MPS, then CPU.")
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bar or summary (errors still show).")
+]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="Result on stdout: human summary or JSON.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        stdout.print(f"sketchcolor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Colourise line-art sketches with diffusion models, guided by colour hints."""
+
+
+def progress_bar(quiet: bool, label: str) -> Progress:
+    """A progress bar on stderr (disabled when quiet)."""
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=quiet,
+        transient=True,
+    )
+
+
+def json_safe(value: Any) -> Any:
+    """Replace NaN and infinities (not valid JSON) by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def emit(result: Mapping[str, Any] | list[Any], fmt: OutputFormat, human: str, quiet: bool) -> None:
+    """The one output sink: JSON on stdout, or a human summary."""
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps(json_safe(result), indent=2, sort_keys=True) + "\n")
+    elif not quiet:
+        stdout.print(human, highlight=False, soft_wrap=True)
