@@ -356,6 +356,101 @@ def _frame(
     return tensor_to_image(rgb)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """One sketch made ready for the model (internal to this module)."""
+
+    sketch_rgb: torch.Tensor  # (1, 3, H, W) full size
+    sketch_l: torch.Tensor  # (1, 1, H, W) full size
+    sketch_small: torch.Tensor  # (1, 1, h', w') working size, padded
+    small: tuple[int, int]  # working size before padding
+    layer: HintLayer
+    cond: Conditioning
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.sketch_rgb.shape[-2]), int(self.sketch_rgb.shape[-1])
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        return int(self.sketch_small.shape[-2]), int(self.sketch_small.shape[-1])
+
+
+def _as_layer(hints: HintLayer | ImageInput | None, size: tuple[int, int]) -> HintLayer:
+    if isinstance(hints, HintLayer):
+        if hints.size != size:
+            raise HintError(f"hint layer is {hints.size[1]}x{hints.size[0]} but the sketch is {size[1]}x{size[0]}")
+        return hints
+    if hints is None:
+        return HintLayer.empty(size)
+    layer = hints_from_image(hints, size)
+    if layer.is_empty:
+        log.warning(
+            "%s has no hint pixels (all white or transparent); colourising from the sketch alone",
+            hints if isinstance(hints, str | Path) else "the hints image",
+        )
+    return layer
+
+
+def _prepare(sketch: ImageInput, hints: HintLayer | ImageInput | None, bundle: ModelBundle) -> _Prepared:
+    """Read a sketch and its hints and build the conditioning at the working size."""
+    config = bundle.config
+    sketch_rgb = read_sketch(sketch)
+    size = (int(sketch_rgb.shape[-2]), int(sketch_rgb.shape[-1]))
+    layer = _as_layer(hints, size)
+    if config.conditioning.mode == "lineart" and is_colour_image(sketch_rgb):
+        log.warning("the sketch is already in colour; for greyscale photos use a photo model (--mode photo)")
+    # Work at the model's resolution: area-downscale the sketch, resize hints without loss.
+    small = working_size(size, config.resolution)
+    sketch_l = sketch_lightness(sketch_rgb)
+    sketch_small = F.interpolate(sketch_l, size=small, mode="area") if small != size else sketch_l
+    sketch_small, _ = pad_to_multiple(sketch_small, config.model.size_multiple, value=1.0)
+    hint_rgb = hint_mask = None
+    if not layer.is_empty:
+        hint_rgb, hint_mask = resize_hints(layer.rgb, layer.mask, small)
+        hint_rgb, _ = pad_to_multiple(hint_rgb, config.model.size_multiple, value=0.0)
+        hint_mask, _ = pad_to_multiple(hint_mask, config.model.size_multiple, value=0.0)
+    cond = make_conditioning(sketch_small, hint_rgb, hint_mask, config.conditioning)
+    return _Prepared(sketch_rgb, sketch_l, sketch_small, small, layer, cond)
+
+
+def _finish(
+    x0: torch.Tensor, prep: _Prepared, bundle: ModelBundle, flat: bool
+) -> tuple[Image.Image, Image.Image]:
+    """Model output (1, C, h', w') -> (output image, colour layer) at the sketch's size."""
+    lab_small = crop_to(model_output_to_lab(x0, bundle, prep.sketch_small), prep.small)
+    if bundle.config.conditioning.mode == "photo":
+        ab_full = F.interpolate(lab_small[:, 1:], size=prep.size, mode="bilinear", align_corners=False)
+        colour = lab_to_rgb(torch.cat([prep.sketch_l * 100.0, ab_full], dim=1))
+        out = colour
+    else:
+        colour = carry_to_full_size(lab_small, crop_to(prep.sketch_small, prep.small), prep.sketch_l, flat=flat)
+        out = multiply_lines(colour, prep.sketch_rgb)
+    if not torch.isfinite(out).all():
+        raise ImageError("the model produced non-finite values; the checkpoint may be corrupt or diverged")
+    return tensor_to_image(out), tensor_to_image(colour)
+
+
+def _record(prep: _Prepared, bundle: ModelBundle, sample_config: SampleConfig, seed: int, flat: bool) -> dict[str, Any]:
+    return {
+        "seed": int(seed),
+        "sampler": sample_config.sampler,
+        "steps": sample_config.steps,
+        "eta": sample_config.eta,
+        "guidance": sample_config.guidance,
+        "spacing": sample_config.spacing,
+        "flat": flat,
+        "mode": bundle.config.conditioning.mode,
+        "model_digest": bundle.digest,
+        "sketchcolor_version": __version__,
+        "working_size": [prep.small[1], prep.small[0]],
+        "padded_size": [prep.padded[1], prep.padded[0]],
+        "size": [prep.size[1], prep.size[0]],
+        "hinted": not prep.layer.is_empty,
+        "hints_digest": hints_digest(prep.layer),
+    }
+
+
 def colorize(
     sketch: ImageInput,
     hints: HintLayer | ImageInput | None,
@@ -393,100 +488,84 @@ def colorize(
     if num_samples < 1:
         raise ValueError("num_samples must be >= 1")
     sample_config = sample_config or SampleConfig()
-    config = bundle.config
-    photo = config.conditioning.mode == "photo"
-    sketch_rgb = read_sketch(sketch)
-    size = (int(sketch_rgb.shape[-2]), int(sketch_rgb.shape[-1]))
-    if isinstance(hints, HintLayer):
-        if hints.size != size:
-            raise HintError(
-                f"hint layer is {hints.size[1]}x{hints.size[0]} but the sketch is {size[1]}x{size[0]}"
-            )
-        layer = hints
-    elif hints is None:
-        layer = HintLayer.empty(size)
-    else:
-        layer = hints_from_image(hints, size)
-        if layer.is_empty:
-            log.warning(
-                "%s has no hint pixels (all white or transparent); colourising from the sketch alone",
-                hints if isinstance(hints, str | Path) else "the hints image",
-            )
-    if not photo and is_colour_image(sketch_rgb):
-        log.warning("the sketch is already in colour; for greyscale photos use a photo model (--mode photo)")
-
-    # 1. Work at the model's resolution: area-downscale the sketch, resize hints without loss.
-    small = working_size(size, config.resolution)
-    sketch_l = sketch_lightness(sketch_rgb)
-    sketch_small = F.interpolate(sketch_l, size=small, mode="area") if small != size else sketch_l
-    sketch_small, _ = pad_to_multiple(sketch_small, config.model.size_multiple, value=1.0)
-    padded = (int(sketch_small.shape[-2]), int(sketch_small.shape[-1]))
-    hint_rgb = hint_mask = None
-    if not layer.is_empty:
-        hint_rgb, hint_mask = resize_hints(layer.rgb, layer.mask, small)
-        hint_rgb, _ = pad_to_multiple(hint_rgb, config.model.size_multiple, value=0.0)
-        hint_mask, _ = pad_to_multiple(hint_mask, config.model.size_multiple, value=0.0)
-    cond = make_conditioning(sketch_small, hint_rgb, hint_mask, config.conditioning)
-    if num_samples > 1:
-        cond = Conditioning.cat([cond] * num_samples)
-
-    # 2. Sample in model space (all samples in one batch).
+    prep = _prepare(sketch, hints, bundle)
+    cond = Conditioning.cat([prep.cond] * num_samples) if num_samples > 1 else prep.cond
     frames: list[list[Image.Image]] = [[] for _ in range(num_samples)]
 
     def on_step(info: Mapping[str, Any]) -> None:
         if keep_steps:
             for i in range(num_samples):
-                frames[i].append(_frame(info["x0_hat"][i : i + 1], bundle, sketch_small, small))
+                frames[i].append(_frame(info["x0_hat"][i : i + 1], bundle, prep.sketch_small, prep.small))
         if callback is not None:
             callback(info)
 
-    x0 = (
-        sample(bundle, cond, sample_config, item_generators(seed, num_samples), callback=on_step)
-        .float()
-        .cpu()
-    )
-
-    # 3. Carry the colours to full size along the line-enclosed regions; lay the lines on top.
-    sketch_small_crop = crop_to(sketch_small, small)
+    # Sample all variations in one batch, each with its own generator (seed + i).
+    x0 = sample(bundle, cond, sample_config, item_generators(seed, num_samples), callback=on_step).float().cpu()
     images, flats, records = [], [], []
-    digest = hints_digest(layer)
     for i in range(num_samples):
-        lab_small = crop_to(model_output_to_lab(x0[i : i + 1], bundle, sketch_small), small)
-        if photo:
-            ab_full = F.interpolate(lab_small[:, 1:], size=size, mode="bilinear", align_corners=False)
-            colour = lab_to_rgb(torch.cat([sketch_l * 100.0, ab_full], dim=1))
-            out = colour
-        else:
-            colour = carry_to_full_size(lab_small, sketch_small_crop, sketch_l, flat=flat)
-            out = multiply_lines(colour, sketch_rgb)
-        if not torch.isfinite(out).all():
-            raise ImageError(
-                "the model produced non-finite values; the checkpoint may be corrupt or diverged"
-            )
-        images.append(tensor_to_image(out))
-        flats.append(tensor_to_image(colour))
-        records.append(
-            {
-                "seed": int(seed) + i,
-                "sample_index": i,
-                "num_samples": num_samples,
-                "sampler": sample_config.sampler,
-                "steps": sample_config.steps,
-                "eta": sample_config.eta,
-                "guidance": sample_config.guidance,
-                "spacing": sample_config.spacing,
-                "flat": flat,
-                "mode": config.conditioning.mode,
-                "model_digest": bundle.digest,
-                "sketchcolor_version": __version__,
-                "working_size": [small[1], small[0]],
-                "padded_size": [padded[1], padded[0]],
-                "size": [size[1], size[0]],
-                "hinted": not layer.is_empty,
-                "hints_digest": digest,
-            }
-        )
-    return ColorizeResult(images=images, flats=flats, records=records, hints=layer, frames=frames)
+        image, colour = _finish(x0[i : i + 1], prep, bundle, flat)
+        images.append(image)
+        flats.append(colour)
+        records.append({**_record(prep, bundle, sample_config, seed + i, flat), "sample_index": i, "num_samples": num_samples})
+    return ColorizeResult(images=images, flats=flats, records=records, hints=prep.layer, frames=frames)
+
+
+def derive_seed(base_seed: int, key: str) -> int:
+    """A per-item seed from a base seed and the item's key (e.g. its relative path).
+
+    An item's result then depends on the base seed and its own name only, not on which batch or
+    shard it ran in (EDM's per-image generators).
+    """
+    digest = hashlib.sha256(f"{int(base_seed)}:{key}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def colorize_batch(
+    sketches: Sequence[ImageInput],
+    hints: Sequence[HintLayer | ImageInput | None],
+    bundle: ModelBundle,
+    sample_config: SampleConfig | None = None,
+    seeds: Sequence[int] | None = None,
+    *,
+    flat: bool = False,
+    callback: StepCallback | None = None,
+) -> list[ColorizeResult]:
+    """Colourise several sketches, running the network on as many of them at once as fit together.
+
+    Sketches whose padded working sizes agree share one batch of network evaluations; each item has
+    its own generator (``seeds[i]``), so its result does not depend on its batch companions (up to
+    float rounding in batched arithmetic).
+
+    Args:
+        sketches: Sketches (see :func:`read_sketch`).
+        hints: One hints source per sketch (or None).
+        bundle: The model.
+        sample_config: Sampler settings.
+        seeds: One seed per sketch (default: 0, 1, 2, ...).
+        flat: Clean flats (see :func:`colorize`).
+        callback: Per-step progress callback (called per step of each batch).
+
+    Returns:
+        One :class:`ColorizeResult` per sketch, in order.
+    """
+    sample_config = sample_config or SampleConfig()
+    if len(hints) != len(sketches):
+        raise ValueError("give one hints entry (or None) per sketch")
+    seeds = list(range(len(sketches))) if seeds is None else list(seeds)
+    preps = [_prepare(s, h, bundle) for s, h in zip(sketches, hints, strict=True)]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, prep in enumerate(preps):
+        groups.setdefault(prep.padded, []).append(i)
+    results: list[ColorizeResult | None] = [None] * len(preps)
+    for members in groups.values():
+        cond = Conditioning.cat([preps[i].cond for i in members])
+        gens = [torch.Generator("cpu").manual_seed(int(seeds[i])) for i in members]
+        x0 = sample(bundle, cond, sample_config, gens, callback=callback).float().cpu()
+        for j, i in enumerate(members):
+            image, colour = _finish(x0[j : j + 1], preps[i], bundle, flat)
+            record = {**_record(preps[i], bundle, sample_config, seeds[i], flat), "sample_index": 0, "num_samples": 1}
+            results[i] = ColorizeResult([image], [colour], [record], preps[i].layer, [[]])
+    return [r for r in results if r is not None]
 
 
 def load_model(model: str | Path | ModelBundle | None = None, device: str = "auto") -> ModelBundle:
@@ -506,6 +585,8 @@ __all__ = [
     "ColorizeResult",
     "build_hints",
     "colorize",
+    "colorize_batch",
+    "derive_seed",
     "hints_from_image",
     "is_colour_image",
     "load_model",
