@@ -156,3 +156,11 @@ def test_training_set_sample_consistent(tmp_path):
     # Hints agree with the (augmented) target: the same crop and flip were applied to both.
     m = a["hint_mask"]
     assert m.sum() > 0 and torch.allclose(a["hint_rgb"] * m, a["rgb"] * m)
+
+
+def test_exact_stroke_count_for_sweeps():
+    rgb, sketch = _truth_and_sketch(2)
+    cfg = HintConfig(p_dot=1.0, min_width=1, max_width=1)  # dots of one pixel: count = pixels
+    for k in (0, 1, 4):
+        _, mask = sample_training_hints(rgb, sketch, cfg, torch.Generator().manual_seed(3), num_strokes=k)
+        assert 0 < mask.sum() <= k if k else mask.sum() == 0

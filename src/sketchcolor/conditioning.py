@@ -334,7 +334,12 @@ def make_conditioning(
 
 
 def sample_training_hints(
-    rgb: torch.Tensor, sketch: torch.Tensor, config: HintConfig, generator: torch.Generator
+    rgb: torch.Tensor,
+    sketch: torch.Tensor,
+    config: HintConfig,
+    generator: torch.Generator,
+    *,
+    num_strokes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw synthetic colour hints for one picture from its ground truth.
 
@@ -349,6 +354,7 @@ def sample_training_hints(
         sketch: (1, H, W) lightness in [0, 1]; pixels below :data:`LINE_LEVEL` are lines.
         config: The stroke distribution.
         generator: CPU generator.
+        num_strokes: Draw exactly this many strokes instead of the random count (hint sweeps).
 
     Returns:
         ``hint_rgb`` (3, H, W), 0 where unhinted, and ``hint_mask`` (1, H, W) in {0, 1}.
