@@ -370,9 +370,12 @@ def sample_training_hints(
     def randint(lo: int, hi: int) -> int:  # inclusive bounds
         return int(torch.randint(lo, hi + 1, (), generator=generator))
 
-    n_strokes = (
-        0 if (uniform() < config.p_none or config.max_strokes == 0) else randint(1, config.max_strokes)
-    )
+    if num_strokes is not None:
+        n_strokes = num_strokes
+    elif uniform() < config.p_none or config.max_strokes == 0:
+        n_strokes = 0
+    else:
+        n_strokes = randint(1, config.max_strokes)
     if len(free) == 0:
         n_strokes = 0
     for _ in range(n_strokes):
