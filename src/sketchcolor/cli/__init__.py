@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import typer
 
 from ..errors import SketchcolorError
+from . import batch as _batch  # noqa: F401  (registers the command)
 from . import colorize as _colorize  # noqa: F401  (registers the command)
 from . import train as _train  # noqa: F401  (registers the command)
 from .app import app, stderr, stdout

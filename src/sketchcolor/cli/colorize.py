@@ -173,30 +173,13 @@ def output_paths(out: Path, job: ColorJob) -> list[Path]:
     return images + extra
 
 
-def run_job(
-    sketch: Path,
-    out: Path,
-    job: ColorJob,
-    bundle: Any,
-    seed: int,
-    *,
-    overwrite: bool,
-    callback: Any = None,
-    save_steps: Path | None = None,
-) -> list[dict[str, Any]]:
-    """Colourise ``sketch`` into ``out`` (and its side files); returns one record per sample.
+def load_inputs(sketch: Path, job: ColorJob, extra_hints: tuple[Path, ...] = ()) -> tuple[Any, Any]:
+    """Read a sketch and merge all its hint sources: (sketch RGB tensor, HintLayer).
 
-    Inputs are read and checked before the model runs; outputs are written atomically.
+    ``extra_hints`` are per-item hint files (``batch``), painted over the job's own hints.
     """
-    from ..io import save_gif, save_image, tensor_to_image
-    from ..pipeline import build_hints, colorize, read_sketch, split_hints_from_sketch
+    from ..pipeline import build_hints, read_sketch, split_hints_from_sketch
 
-    paths = output_paths(out, job)
-    if save_steps is not None:
-        paths.append(save_steps)
-    for p in paths:
-        if p.exists() and not overwrite:
-            raise SketchcolorError(f"{p}: already exists", hint="pass --overwrite to replace it")
     sketch_rgb = read_sketch(sketch)
     size = (int(sketch_rgb.shape[-2]), int(sketch_rgb.shape[-1]))
     in_sketch = None
@@ -204,28 +187,40 @@ def run_job(
         sketch_rgb, in_sketch = split_hints_from_sketch(sketch_rgb)
         if in_sketch.is_empty:
             log.warning("%s: --hints-in-sketch found no coloured scribbles in the sketch", sketch)
+    files = [*job.hints, *extra_hints]
     layer = build_hints(
-        size, images=[p for p in job.hints if p.suffix.lower() != ".json"],
-        json_files=[p for p in job.hints if p.suffix.lower() == ".json"], points=job.points,
+        size, images=[p for p in files if p.suffix.lower() != ".json"],
+        json_files=[p for p in files if p.suffix.lower() == ".json"], points=job.points,
         in_sketch=in_sketch, stretch=job.stretch, point_radius=job.hint_radius,
     )  # fmt: skip
-    if (job.hints or job.points or job.hints_in_sketch) and layer.is_empty:
+    if (files or job.points or job.hints_in_sketch) and layer.is_empty:
         log.warning(
             "%s: the hints hold no hint pixels (all white or transparent); colourising from the sketch alone",
             sketch,
         )
-    result = colorize(
-        sketch_rgb, layer, bundle, job.sample, seed, num_samples=job.num_samples, flat=job.flat,
-        keep_steps=save_steps is not None, callback=callback,
-    )  # fmt: skip
-    base = {
-        "input": str(sketch),
-        "input_digest": file_digest(sketch),
-        "hint_sources": job.sources(),
-        "model": job.model_path,
-    }
+    return sketch_rgb, layer
+
+
+def check_outputs_free(paths: list[Path], overwrite: bool) -> None:
+    for p in paths:
+        if p.exists() and not overwrite:
+            raise SketchcolorError(f"{p}: already exists", hint="pass --overwrite to replace it")
+
+
+def save_outputs(
+    result: Any,
+    out: Path,
+    job: ColorJob,
+    base: dict[str, Any],
+    *,
+    overwrite: bool,
+    save_steps: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Write a result's images (atomically, with their records), flats, hints and GIFs."""
+    from ..io import save_gif, save_image, tensor_to_image
+
     records = []
-    image_paths = paths[: job.num_samples]
+    image_paths = output_paths(out, job)[: len(result.images)]
     for i, (image, path) in enumerate(zip(result.images, image_paths, strict=True)):
         record = {**result.records[i], **base, "output": str(path)}
         save_image(image, path, overwrite=overwrite, text={"sketchcolor": json.dumps(record, sort_keys=True)})
@@ -247,6 +242,44 @@ def run_job(
             )
             save_gif(frames, target, overwrite=overwrite)
     return records
+
+
+def base_record(sketch: Path, job: ColorJob) -> dict[str, Any]:
+    return {
+        "input": str(sketch),
+        "input_digest": file_digest(sketch),
+        "hint_sources": job.sources(),
+        "model": job.model_path,
+    }
+
+
+def run_job(
+    sketch: Path,
+    out: Path,
+    job: ColorJob,
+    bundle: Any,
+    seed: int,
+    *,
+    overwrite: bool,
+    callback: Any = None,
+    save_steps: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Colourise ``sketch`` into ``out`` (and its side files); returns one record per sample.
+
+    Inputs are read and checked before the model runs; outputs are written atomically.
+    """
+    from ..pipeline import colorize
+
+    paths = output_paths(out, job) + ([save_steps] if save_steps is not None else [])
+    check_outputs_free(paths, overwrite)
+    sketch_rgb, layer = load_inputs(sketch, job)
+    result = colorize(
+        sketch_rgb, layer, bundle, job.sample, seed, num_samples=job.num_samples, flat=job.flat,
+        keep_steps=save_steps is not None, callback=callback,
+    )  # fmt: skip
+    return save_outputs(
+        result, out, job, base_record(sketch, job), overwrite=overwrite, save_steps=save_steps
+    )
 
 
 def _from_png(png: Path) -> dict[str, Any]:
