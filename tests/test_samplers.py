@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from sketchcolor.config import ScheduleConfig
-from sketchcolor.samplers import randn, sample_ddim, sample_ddpm
+from sketchcolor.samplers import randn, sample_ddim, sample_ddpm, sample_dpmpp_2m
 from sketchcolor.schedules import NoiseSchedule
 
 SAMPLERS = {
     "ddim": functools.partial(sample_ddim, eta=0.0),
     "ddim-eta1": functools.partial(sample_ddim, eta=1.0),
     "ddpm": sample_ddpm,
+    "dpmpp2m": sample_dpmpp_2m,
 }
 
 
@@ -64,6 +65,8 @@ def test_ddim_reaches_single_point_exactly(steps, ztsnr):
         ("ddim-eta1", 1000, "linear"),
         ("ddpm", 1000, "linear"),
         ("ddpm", 100, "cosine"),
+        ("dpmpp2m", 10, "cosine"),
+        ("dpmpp2m", 20, "linear"),
     ],
 )
 def test_gaussian_data_variance(name, steps, kind):
@@ -75,6 +78,19 @@ def test_gaussian_data_variance(name, steps, kind):
     )
     assert abs(out.std().item() - std) < 0.03
     assert abs(out.mean().item()) < 0.02
+
+
+@pytest.mark.parametrize("ztsnr", [False, True])
+def test_dpmpp_beats_ddim_at_few_steps(ztsnr):
+    # A second-order solver tracks the ODE better than DDIM (first order) at 5 steps.
+    schedule = NoiseSchedule(ScheduleConfig(kind="cosine", zero_terminal_snr=ztsnr))
+    den = gaussian_denoiser(0.5, schedule)
+    noise = randn((4000, 1, 2, 2), gen(1))
+    errs = {}
+    for name, fn in (("ddim", functools.partial(sample_ddim, eta=0.0)), ("dpm", sample_dpmpp_2m)):
+        out = fn(den, noise, schedule, schedule.timesteps(5), None)
+        errs[name] = abs(out.std().item() - 0.5)
+    assert errs["dpm"] < errs["ddim"]
 
 
 def test_ddim_eta0_ignores_generator():

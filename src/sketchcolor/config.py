@@ -32,7 +32,7 @@ from .errors import ConfigError
 Prediction = Literal["eps", "v", "x0"]
 ScheduleKind = Literal["linear", "cosine"]
 ConditioningMode = Literal["lineart", "photo"]
-SamplerName = Literal["ddim", "ddpm"]
+SamplerName = Literal["ddim", "ddpm", "dpmpp2m"]
 Spacing = Literal["trailing", "linspace"]
 
 T = TypeVar("T")
@@ -401,7 +401,8 @@ class SampleConfig:
     """How to sample.
 
     Attributes:
-        sampler: ``"ddim"`` (Song et al. 2021) or ``"ddpm"`` (ancestral, Ho et al. 2020).
+        sampler: ``"ddim"`` (Song et al. 2021), ``"ddpm"`` (ancestral, Ho et al. 2020) or
+            ``"dpmpp2m"`` (DPM-Solver++(2M), Lu et al. 2022; deterministic, for few steps).
         steps: Number of network evaluations (timesteps in the list), 1 to T.
         eta: DDIM stochasticity: 0 is deterministic, 1 matches DDPM's posterior variance.
         guidance: Classifier-free guidance scale on the hints; 1 disables guidance.

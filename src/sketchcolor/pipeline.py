@@ -59,7 +59,7 @@ from .io import (
     to_rgb_on_white,
     to_rgba,
 )
-from .samplers import sample_ddim, sample_ddpm
+from .samplers import sample_ddim, sample_ddpm, sample_dpmpp_2m
 
 log = logging.getLogger(__name__)
 
@@ -310,6 +310,10 @@ def sample(
                 denoiser, noise, bundle.schedule, timesteps, cond_channels,
                 generator=generators, callback=callback, x0_hook=hook,
             )  # fmt: skip
+        if sample_config.sampler == "dpmpp2m":
+            return sample_dpmpp_2m(
+                denoiser, noise, bundle.schedule, timesteps, cond_channels, callback=callback, x0_hook=hook,
+            )  # fmt: skip
         return sample_ddim(
             denoiser, noise, bundle.schedule, timesteps, cond_channels,
             eta=sample_config.eta, generator=generators, callback=callback, x0_hook=hook,
@@ -379,7 +383,9 @@ class _Prepared:
 def _as_layer(hints: HintLayer | ImageInput | None, size: tuple[int, int]) -> HintLayer:
     if isinstance(hints, HintLayer):
         if hints.size != size:
-            raise HintError(f"hint layer is {hints.size[1]}x{hints.size[0]} but the sketch is {size[1]}x{size[0]}")
+            raise HintError(
+                f"hint layer is {hints.size[1]}x{hints.size[0]} but the sketch is {size[1]}x{size[0]}"
+            )
         return hints
     if hints is None:
         return HintLayer.empty(size)
@@ -424,14 +430,18 @@ def _finish(
         colour = lab_to_rgb(torch.cat([prep.sketch_l * 100.0, ab_full], dim=1))
         out = colour
     else:
-        colour = carry_to_full_size(lab_small, crop_to(prep.sketch_small, prep.small), prep.sketch_l, flat=flat)
+        colour = carry_to_full_size(
+            lab_small, crop_to(prep.sketch_small, prep.small), prep.sketch_l, flat=flat
+        )
         out = multiply_lines(colour, prep.sketch_rgb)
     if not torch.isfinite(out).all():
         raise ImageError("the model produced non-finite values; the checkpoint may be corrupt or diverged")
     return tensor_to_image(out), tensor_to_image(colour)
 
 
-def _record(prep: _Prepared, bundle: ModelBundle, sample_config: SampleConfig, seed: int, flat: bool) -> dict[str, Any]:
+def _record(
+    prep: _Prepared, bundle: ModelBundle, sample_config: SampleConfig, seed: int, flat: bool
+) -> dict[str, Any]:
     return {
         "seed": int(seed),
         "sampler": sample_config.sampler,
@@ -500,13 +510,23 @@ def colorize(
             callback(info)
 
     # Sample all variations in one batch, each with its own generator (seed + i).
-    x0 = sample(bundle, cond, sample_config, item_generators(seed, num_samples), callback=on_step).float().cpu()
+    x0 = (
+        sample(bundle, cond, sample_config, item_generators(seed, num_samples), callback=on_step)
+        .float()
+        .cpu()
+    )
     images, flats, records = [], [], []
     for i in range(num_samples):
         image, colour = _finish(x0[i : i + 1], prep, bundle, flat)
         images.append(image)
         flats.append(colour)
-        records.append({**_record(prep, bundle, sample_config, seed + i, flat), "sample_index": i, "num_samples": num_samples})
+        records.append(
+            {
+                **_record(prep, bundle, sample_config, seed + i, flat),
+                "sample_index": i,
+                "num_samples": num_samples,
+            }
+        )
     return ColorizeResult(images=images, flats=flats, records=records, hints=prep.layer, frames=frames)
 
 
@@ -563,7 +583,11 @@ def colorize_batch(
         x0 = sample(bundle, cond, sample_config, gens, callback=callback).float().cpu()
         for j, i in enumerate(members):
             image, colour = _finish(x0[j : j + 1], preps[i], bundle, flat)
-            record = {**_record(preps[i], bundle, sample_config, seeds[i], flat), "sample_index": 0, "num_samples": 1}
+            record = {
+                **_record(preps[i], bundle, sample_config, seeds[i], flat),
+                "sample_index": 0,
+                "num_samples": 1,
+            }
             results[i] = ColorizeResult([image], [colour], [record], preps[i].layer, [[]])
     return [r for r in results if r is not None]
 

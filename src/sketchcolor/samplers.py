@@ -24,7 +24,7 @@ Imports ``schedules`` only (and ``config`` for types); never ``models``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -75,6 +75,37 @@ def randn(
         raise ValueError(f"got {len(gens)} generators for a batch of {shape[0]}")
     items = [torch.randn(tuple(shape[1:]), generator=g, device=g.device).to(device) for g in gens]
     return torch.stack(items).to(dtype=dtype)
+
+
+def _step_noises(x: torch.Tensor, generator: Generators | None, count: int) -> Iterator[torch.Tensor]:
+    """All per-step noise of a run, drawn before the loop (in step order) and moved in one go.
+
+    Drawing up front keeps host-to-device copies (which synchronise on CUDA) out of the loop,
+    without changing which numbers each step receives.
+    """
+    if count == 0:
+        return iter(())
+    if generator is None:
+        raise ValueError("this sampler adds noise and needs a generator")
+    shape = (count, *x.shape)
+    if isinstance(generator, torch.Generator):
+        draws = [
+            torch.randn(tuple(x.shape), generator=generator, device=generator.device) for _ in range(count)
+        ]
+    else:
+        gens = list(generator)
+        if len(gens) != x.shape[0]:
+            raise ValueError(f"got {len(gens)} generators for a batch of {x.shape[0]}")
+        draws = [
+            torch.stack([torch.randn(tuple(x.shape[1:]), generator=g, device=g.device) for g in gens])
+            for _ in range(count)
+        ]
+    stacked = torch.stack([d.cpu() for d in draws]).reshape(shape)
+    if x.device.type == "cuda":
+        stacked = stacked.pin_memory().to(x.device, non_blocking=True)
+    else:
+        stacked = stacked.to(x.device)
+    return iter(stacked.to(x.dtype).unbind(0))
 
 
 def _check_timesteps(timesteps: torch.Tensor, schedule: NoiseSchedule) -> list[int]:
@@ -197,8 +228,9 @@ def sample_ddpm(
     ts = _check_timesteps(timesteps, schedule)
     x = noise.float()
     pairs = list(zip(ts, [*ts[1:], -1], strict=True))
-    for i, (t, t_prev) in enumerate(pairs):
-        ab, ab_prev = schedule.alpha_bar_float(t), schedule.alpha_bar_float(t_prev)
+    alpha_bars = [(schedule.alpha_bar_float(t), schedule.alpha_bar_float(t_prev)) for t, t_prev in pairs]
+    noises = _step_noises(x, generator, sum(t_prev >= 0 for _, t_prev in pairs))
+    for i, ((t, t_prev), (ab, ab_prev)) in enumerate(zip(pairs, alpha_bars, strict=True)):
         a, s = math.sqrt(ab), math.sqrt(1.0 - ab)
         # 1. Predict the clean sample at this step.
         x0_hat, _eps_hat = _predict(denoiser, x, t, cond, x0_hook, a, s)
@@ -213,6 +245,78 @@ def sample_ddpm(
         variance = beta * (1.0 - ab_prev) / (1.0 - ab)
         x = coef_x0 * x0_hat + coef_xt * x
         # 3. Add noise except on the final step to the clean sample (variance 0 there).
-        if variance > 0:
-            x = x + math.sqrt(variance) * randn(x.shape, generator, device=x.device, dtype=x.dtype)
+        if t_prev >= 0:
+            x = x + math.sqrt(variance) * next(noises)
+    return x
+
+
+def sample_dpmpp_2m(
+    denoiser: DenoiserFn,
+    noise: torch.Tensor,
+    schedule: NoiseSchedule,
+    timesteps: torch.Tensor,
+    cond: Any,
+    *,
+    generator: Generators | None = None,
+    callback: Callback | None = None,
+    x0_hook: X0Hook | None = None,
+) -> torch.Tensor:
+    """DPM-Solver++(2M): a deterministic second-order multistep solver of the diffusion ODE.
+
+    Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic
+    Models", Algorithm 2, in data (x0) prediction form. With alpha = sqrt(alpha_bar),
+    sigma = sqrt(1 - alpha_bar), lambda = log(alpha / sigma) and h = lambda_s - lambda_t:
+
+        x_s = (sigma_s / sigma_t) * x_t - alpha_s * (exp(-h) - 1) * D,
+        D = (1 + 1 / (2 r)) * x0_t - 1 / (2 r) * x0_prev,   r = h_prev / h,
+
+    with D = x0_t (first order) on the first step, on the final step to the clean sample, and
+    after a step from zero SNR (where lambda = -inf). exp(-h) is computed as
+    (alpha_t * sigma_s) / (sigma_t * alpha_s), which stays finite at zero terminal SNR.
+
+    Args:
+        denoiser: ``(x_t, t, cond) -> (x0_hat, eps_hat)``.
+        noise: (N, C, H, W) standard normal starting sample (drawn by the caller).
+        schedule: The noise schedule the denoiser was trained with.
+        timesteps: Strictly decreasing integer steps.
+        cond: Conditioning passed unchanged to the denoiser.
+        generator: Unused (the solver is deterministic); accepted so all samplers share a signature.
+        callback: Called after each step's prediction with the step info.
+        x0_hook: Optional constraint on each x0 estimate.
+
+    Returns:
+        (N, C, H, W) float32 sample in model space.
+    """
+    del generator  # deterministic
+    ts = _check_timesteps(timesteps, schedule)
+    x = noise.float()
+    pairs = list(zip(ts, [*ts[1:], -1], strict=True))
+    x0_prev: torch.Tensor | None = None
+    h_prev: float | None = None
+    for i, (t, t_prev) in enumerate(pairs):
+        ab, ab_prev = schedule.alpha_bar_float(t), schedule.alpha_bar_float(t_prev)
+        alpha_t, sigma_t = math.sqrt(ab), math.sqrt(1.0 - ab)
+        alpha_s, sigma_s = math.sqrt(ab_prev), math.sqrt(1.0 - ab_prev)
+        # 1. Predict the clean sample at this step.
+        x0_hat, _eps = _predict(denoiser, x, t, cond, x0_hook, alpha_t, sigma_t)
+        if callback is not None:
+            callback(
+                {"step": i, "num_steps": len(pairs), "t": t, "t_prev": t_prev, "x_t": x, "x0_hat": x0_hat}
+            )
+        if sigma_s == 0.0:
+            # 2a. Final step to the clean sample: first order, x_s = x0_hat.
+            x = x0_hat
+            break
+        # 2. exp(-h) = (alpha_t sigma_s) / (sigma_t alpha_s); h = lambda_s - lambda_t (inf at zero SNR).
+        exp_neg_h = (alpha_t * sigma_s) / (sigma_t * alpha_s)
+        h = math.inf if exp_neg_h == 0.0 else -math.log(exp_neg_h)
+        # 3. Second-order correction from the previous x0 estimate, when one exists and is usable.
+        if x0_prev is not None and h_prev is not None and math.isfinite(h_prev) and math.isfinite(h):
+            r = h_prev / h
+            d = (1.0 + 1.0 / (2.0 * r)) * x0_hat - (1.0 / (2.0 * r)) * x0_prev
+        else:
+            d = x0_hat
+        # 4. The exponential-integrator update.
+        x = (sigma_s / sigma_t) * x - alpha_s * (exp_neg_h - 1.0) * d
+        x0_prev, h_prev = x0_hat, h
     return x

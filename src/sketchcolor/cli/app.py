@@ -34,6 +34,7 @@ app = typer.Typer(
 class Sampler(enum.StrEnum):
     ddim = "ddim"
     ddpm = "ddpm"
+    dpmpp2m = "dpmpp2m"
 
 
 class Device(enum.StrEnum):
