@@ -31,7 +31,7 @@ def test_round_trip_same_outputs_and_metadata(tmp_path):
     path = save_checkpoint(
         tmp_path / "m.safetensors", model, config, step=42, data_digest="abc", recipe="test"
     )
-    bundle = load_checkpoint(path)
+    bundle = load_checkpoint(path, channels_last=False)
     assert bundle.config == config
     assert bundle.metadata["step"] == "42" and bundle.metadata["data_digest"] == "abc"
     assert int(bundle.metadata["format_version"]) == FORMAT_VERSION
@@ -39,6 +39,9 @@ def test_round_trip_same_outputs_and_metadata(tmp_path):
     x, t, cond = _inputs(config)
     assert torch.equal(bundle.model(x, t, cond), model(x, t, cond))
     assert not bundle.model.training
+    # The default channels-last layout computes the same function (to float rounding).
+    fast = load_checkpoint(path)
+    assert torch.allclose(fast.model(x, t, cond), model(x, t, cond), atol=1e-5)
 
 
 def test_fp16_weights(tmp_path):

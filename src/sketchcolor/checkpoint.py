@@ -259,12 +259,14 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
 
 
-def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> ModelBundle:
+def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu", channels_last: bool = True) -> ModelBundle:
     """Load a model file strictly.
 
     Args:
         path: A ``.safetensors`` file written by :func:`save_checkpoint`.
         device: Where to put the network (weights are float32 there).
+        channels_last: Store convolution weights channels-last (about 1.2-1.4x faster on CPU in
+            benchmarks/bench_colorize.py; also the fast layout for CUDA). Not used on MPS.
 
     Returns:
         The :class:`ModelBundle`, in eval mode.
@@ -285,7 +287,9 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> 
     for name, tensor in model.state_dict().items():
         if not torch.isfinite(tensor).all():
             raise CheckpointError(f"{path}: weight {name} holds NaN or infinite values")
-    model = model.to(device).eval().requires_grad_(False)
+    device = torch.device(device)
+    memory_format = torch.channels_last if channels_last and device.type != "mps" else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format).eval().requires_grad_(False)
     schedule = NoiseSchedule(config.schedule)
     return ModelBundle(
         config=config,

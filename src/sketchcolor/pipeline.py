@@ -294,14 +294,18 @@ def sample(
     """
     config = bundle.config
     device = bundle.device
-    cond_channels = cond.as_channels(config.conditioning, config.color).to(device)
+    # The layout the weights are stored in (channels-last on CPU/CUDA) is used for activations too.
+    memory_format = torch.channels_last if _is_channels_last(bundle.model) else torch.contiguous_format
+    cond_channels = cond.as_channels(config.conditioning, config.color).to(device).contiguous(memory_format=memory_format)
     denoiser: Any = bundle.denoiser
     if sample_config.guidance != 1.0:
         uncond = cond.without_hints().as_channels(config.conditioning, config.color).to(device)
+        uncond = uncond.contiguous(memory_format=memory_format)
         denoiser = GuidedDenoiser(bundle.denoiser, uncond, sample_config.guidance)
     n_target = len(config.conditioning.target_channels)
     h, w = cond.size
     noise = torch.stack([torch.randn((n_target, h, w), generator=g) for g in generators]).to(device)
+    noise = noise.contiguous(memory_format=memory_format)
     timesteps = bundle.schedule.timesteps(sample_config.steps, sample_config.spacing)
     hook = clamp_hook(config.color, config.conditioning)
     with torch.inference_mode(), autocast(device):
@@ -318,6 +322,11 @@ def sample(
             denoiser, noise, bundle.schedule, timesteps, cond_channels,
             eta=sample_config.eta, generator=generators, callback=callback, x0_hook=hook,
         )  # fmt: skip
+
+
+def _is_channels_last(model: torch.nn.Module) -> bool:
+    weight = next((p for p in model.parameters() if p.dim() == 4), None)
+    return weight is not None and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 
 def model_output_to_lab(x0: torch.Tensor, bundle: ModelBundle, sketch_l: torch.Tensor) -> torch.Tensor:
