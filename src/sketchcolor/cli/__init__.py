@@ -28,6 +28,7 @@ import typer
 from ..errors import SketchcolorError
 from . import batch as _batch  # noqa: F401  (registers the command)
 from . import colorize as _colorize  # noqa: F401  (registers the command)
+from . import eval as _eval  # noqa: F401  (registers the command)
 from . import train as _train  # noqa: F401  (registers the command)
 from .app import app, stderr, stdout
 
