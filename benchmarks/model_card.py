@@ -112,7 +112,9 @@ def main() -> None:
         sketches = [load_rgb(it.sketch) for it in chunk]
         truths = [load_rgb(it.colour) for it in chunk]
         layers = [
-            synthetic_hints(t, s, HINTS, derive_seed(args.seed, f"hints/{it.name}"), resolution=bundle.config.resolution)
+            synthetic_hints(
+                t, s, HINTS, derive_seed(args.seed, f"hints/{it.name}"), resolution=bundle.config.resolution
+            )
             for it, s, t in zip(chunk, sketches, truths, strict=True)
         ]
         seeds = [derive_seed(args.seed, it.name) for it in chunk]

@@ -69,7 +69,9 @@ def scribbles(sketch: np.ndarray, truth: np.ndarray, size: int) -> Image.Image:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--package", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path("examples"))
     parser.add_argument("--size", type=int, default=512)

@@ -259,7 +259,9 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
 
 
-def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu", channels_last: bool = True) -> ModelBundle:
+def load_checkpoint(
+    path: str | Path, *, device: torch.device | str = "cpu", channels_last: bool = True
+) -> ModelBundle:
     """Load a model file strictly.
 
     Args:

@@ -296,7 +296,9 @@ def sample(
     device = bundle.device
     # The layout the weights are stored in (channels-last on CPU/CUDA) is used for activations too.
     memory_format = torch.channels_last if _is_channels_last(bundle.model) else torch.contiguous_format
-    cond_channels = cond.as_channels(config.conditioning, config.color).to(device).contiguous(memory_format=memory_format)
+    cond_channels = (
+        cond.as_channels(config.conditioning, config.color).to(device).contiguous(memory_format=memory_format)
+    )
     denoiser: Any = bundle.denoiser
     if sample_config.guidance != 1.0:
         uncond = cond.without_hints().as_channels(config.conditioning, config.color).to(device)
@@ -326,7 +328,11 @@ def sample(
 
 def _is_channels_last(model: torch.nn.Module) -> bool:
     weight = next((p for p in model.parameters() if p.dim() == 4), None)
-    return weight is not None and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    return (
+        weight is not None
+        and weight.is_contiguous(memory_format=torch.channels_last)
+        and not weight.is_contiguous()
+    )
 
 
 def model_output_to_lab(x0: torch.Tensor, bundle: ModelBundle, sketch_l: torch.Tensor) -> torch.Tensor:
