@@ -120,7 +120,7 @@ def main() -> None:
         seeds = [derive_seed(args.seed, it.name) for it in chunk]
         with_hints = colorize_batch(sketches, layers, bundle, sample_config, seeds)
         without = colorize_batch(sketches, [None] * len(chunk), bundle, sample_config, seeds)
-        for k, (it, sketch, truth, layer) in enumerate(zip(chunk, sketches, truths, layers, strict=True)):
+        for k, (sketch, truth, layer) in enumerate(zip(sketches, truths, layers, strict=True)):
             outputs = {
                 "model": image_to_tensor(with_hints[k].image),
                 "region_fill": region_fill_baseline(sketch, layer),
