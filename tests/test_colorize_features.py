@@ -279,3 +279,16 @@ def test_hint_layer_over():
     with pytest.raises(HintError, match="outside"):
         build_hints((10, 10), points=["0,10,red"])
     assert image_to_tensor(tensor_to_image(a.to_rgba())).shape == (1, 4, 2, 2)
+
+
+def test_hint_regions_fill_closed_hinted_regions(bundle):
+    size = (96, 64)
+    sketch = draw_sketch(size)  # a closed circle and rectangle
+    layer = build_hints((64, 96), points=["20,30,#d03030"])  # inside the circle
+    on = np.asarray(colorize(sketch, layer, bundle, SampleConfig(steps=2)).flats[0]).astype(int)
+    off = np.asarray(
+        colorize(sketch, layer, bundle, SampleConfig(steps=2), hint_regions=False).flats[0]
+    ).astype(int)
+    inside = on[30, 12:18]  # circle interior, away from the hint itself
+    assert np.abs(inside - np.array([208, 48, 48])).max() <= 2
+    assert not np.array_equal(on, off)

@@ -66,3 +66,23 @@ def test_carry_to_full_size_shapes_and_multiply():
     sketch_rgb[..., 32] = 0.2
     out = multiply_lines(rgb, sketch_rgb)
     assert (out[..., 32] <= 0.2 + 1e-6).all()
+
+
+def test_closed_hinted_region_takes_hint_colour_border_region_does_not():
+    # A closed square (rows/cols 8..23 outlined) inside an open background touching the border.
+    sketch_l = torch.ones(1, 1, 32, 32)
+    sketch_l[..., 8, 8:24] = sketch_l[..., 23, 8:24] = 0.0
+    sketch_l[..., 8:24, 8] = sketch_l[..., 8:24, 23] = 0.0
+    lab = torch.zeros(1, 3, 32, 32)
+    lab[:, 0] = 50.0  # the model's (grey) colours everywhere
+    rgb = torch.zeros(1, 3, 32, 32)
+    mask = torch.zeros(1, 1, 32, 32)
+    rgb[..., 15, 15] = torch.tensor([1.0, 0.0, 0.0]).view(1, 3)  # red hint inside the square
+    mask[..., 15, 15] = 1
+    rgb[..., 2, 2] = torch.tensor([0.0, 0.0, 1.0]).view(1, 3)  # blue hint in the open background
+    mask[..., 2, 2] = 1
+    interior = torch.ones(1, 1, 32, 32)
+    out = snap_to_regions(lab.clone(), sketch_l, interior, hints=(rgb, mask))
+    red_lab = torch.tensor([53.24, 80.09, 67.20])
+    assert torch.allclose(out[0, :, 12, 12], red_lab, atol=0.05)
+    assert torch.allclose(out[0, :, 2, 30], torch.tensor([50.0, 0.0, 0.0]))  # background keeps the model's

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .color import lab_to_rgb, srgb_to_linear
+from .color import lab_to_rgb, rgb_to_lab, srgb_to_linear
 from .conditioning import LINE_LEVEL, label_regions
 
 #: Regions whose interior colour has a standard deviation above this (CIE LAB units, summed over
@@ -100,8 +100,13 @@ def snap_to_regions(
     *,
     flat: bool = False,
     max_std: float = SNAP_MAX_STD,
+    hints: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Give each line-enclosed region of the full-size sketch one colour.
+
+    A region holding user hints takes the mean colour of its hints (the classical flat fill),
+    unless it touches the image border: an outline with a gap merges the background with the
+    shape, and there the model's colours are kept.
 
     Args:
         lab_full: (1, 3, H, W) upscaled LAB colours (modified in place and returned).
@@ -110,6 +115,7 @@ def snap_to_regions(
             pixel of a line: the region statistics use only pixels no colour can bleed into.
         flat: Snap every region (clean flats) instead of only the uniform ones.
         max_std: Uniformity threshold (see :data:`SNAP_MAX_STD`).
+        hints: Optional full-size hints (``rgb`` (1, 3, H, W) in [0, 1], ``mask`` (1, 1, H, W)).
 
     Returns:
         ``lab_full`` with snapped regions; line pixels keep their smooth colour.
@@ -135,11 +141,40 @@ def snap_to_regions(
         sq = torch.bincount(labels, weights=weight * flat_lab[c] ** 2, minlength=k)
         var += torch.where(w_sum > 1e-6, sq / w_sum.clamp(min=1e-6) - mean**2, torch.zeros_like(mean))
     snap = torch.ones(k, dtype=torch.bool) if flat else var.clamp(min=0).sqrt() <= max_std
+    if hints is not None:
+        trusted, hint_means = _hinted_regions(labels, hints, (h, w), k)
+        for c in range(3):
+            means[c] = torch.where(trusted, hint_means[c], means[c])
+        snap |= trusted
     snap[0] = False  # line pixels
     chosen = snap[labels]
     for c in range(3):
         flat_lab[c] = torch.where(chosen, means[c][labels], flat_lab[c])
     return lab_full
+
+
+def _hinted_regions(
+    labels: torch.Tensor, hints: tuple[torch.Tensor, torch.Tensor], size: tuple[int, int], k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Regions (not touching the border) that hold hints, and their mean hint LAB (3, k)."""
+    rgb, mask = hints
+    idx = mask.reshape(-1).nonzero().squeeze(1)
+    trusted = torch.zeros(k, dtype=torch.bool)
+    means = torch.zeros(3, k, dtype=torch.float32)
+    if idx.numel() == 0:
+        return trusted, means
+    lab = rgb_to_lab(rgb.reshape(3, -1)[:, idx].reshape(1, 3, 1, -1)).reshape(3, -1)
+    lbl = labels[idx]
+    count = torch.bincount(lbl, minlength=k).float()
+    for c in range(3):
+        means[c] = torch.bincount(lbl, weights=lab[c].double(), minlength=k).float() / count.clamp(min=1)
+    h, w = size
+    grid = labels.view(h, w)
+    border = torch.unique(torch.cat([grid[0], grid[-1], grid[:, 0], grid[:, -1]]))
+    trusted = count > 0
+    trusted[border] = False
+    trusted[0] = False
+    return trusted, means
 
 
 def lab_to_rgb_banded(lab: torch.Tensor) -> torch.Tensor:
@@ -164,6 +199,7 @@ def carry_to_full_size(
     *,
     flat: bool = False,
     snap: bool = True,
+    hints: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The colour layer at full size, in sRGB (1, 3, H, W), without the lines.
 
@@ -173,11 +209,12 @@ def carry_to_full_size(
         sketch_l_full: (1, 1, H, W) sketch lightness at full size.
         flat: One colour per line-enclosed region everywhere (clean flats).
         snap: Snap uniform regions to one colour (off: smooth bilinear colours).
+        hints: Full-size hints (rgb, mask): closed regions holding hints take their hint colour.
     """
     size = (int(sketch_l_full.shape[-2]), int(sketch_l_full.shape[-1]))
     clean = remove_lines(lab_small, sketch_l_small)
     lab_full = upsample(clean, size).contiguous()
     if snap or flat:
         interior = -F.max_pool2d(-interior_weight(sketch_l_small), 3, stride=1, padding=1)
-        lab_full = snap_to_regions(lab_full, sketch_l_full, interior, flat=flat)
+        lab_full = snap_to_regions(lab_full, sketch_l_full, interior, flat=flat, hints=hints)
     return lab_to_rgb_banded(lab_full)

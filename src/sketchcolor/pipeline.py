@@ -436,7 +436,7 @@ def _prepare(sketch: ImageInput, hints: HintLayer | ImageInput | None, bundle: M
 
 
 def _finish(
-    x0: torch.Tensor, prep: _Prepared, bundle: ModelBundle, flat: bool
+    x0: torch.Tensor, prep: _Prepared, bundle: ModelBundle, flat: bool, hint_regions: bool = True
 ) -> tuple[Image.Image, Image.Image]:
     """Model output (1, C, h', w') -> (output image, colour layer) at the sketch's size."""
     lab_small = crop_to(model_output_to_lab(x0, bundle, prep.sketch_small), prep.small)
@@ -445,8 +445,9 @@ def _finish(
         colour = lab_to_rgb(torch.cat([prep.sketch_l * 100.0, ab_full], dim=1))
         out = colour
     else:
+        hints = (prep.layer.rgb, prep.layer.mask) if hint_regions and not prep.layer.is_empty else None
         colour = carry_to_full_size(
-            lab_small, crop_to(prep.sketch_small, prep.small), prep.sketch_l, flat=flat
+            lab_small, crop_to(prep.sketch_small, prep.small), prep.sketch_l, flat=flat, hints=hints
         )
         out = multiply_lines(colour, prep.sketch_rgb)
     if not torch.isfinite(out).all():
@@ -455,7 +456,12 @@ def _finish(
 
 
 def _record(
-    prep: _Prepared, bundle: ModelBundle, sample_config: SampleConfig, seed: int, flat: bool
+    prep: _Prepared,
+    bundle: ModelBundle,
+    sample_config: SampleConfig,
+    seed: int,
+    flat: bool,
+    hint_regions: bool,
 ) -> dict[str, Any]:
     return {
         "seed": int(seed),
@@ -465,6 +471,7 @@ def _record(
         "guidance": sample_config.guidance,
         "spacing": sample_config.spacing,
         "flat": flat,
+        "hint_regions": hint_regions,
         "mode": bundle.config.conditioning.mode,
         "model_digest": bundle.digest,
         "sketchcolor_version": __version__,
@@ -485,6 +492,7 @@ def colorize(
     *,
     num_samples: int = 1,
     flat: bool = False,
+    hint_regions: bool = True,
     keep_steps: bool = False,
     callback: StepCallback | None = None,
 ) -> ColorizeResult:
@@ -501,6 +509,8 @@ def colorize(
         num_samples: Variations to draw in one batch.
         flat: One colour per line-enclosed region (clean flats) instead of the default, which
             flattens only regions the model already coloured uniformly.
+        hint_regions: Give each closed line-enclosed region that holds hints the mean colour of
+            its hints (the model colours the rest); False lets the model colour everything.
         keep_steps: Keep each step's x0 estimate as a small picture (``result.frames``).
         callback: Per-step progress callback.
 
@@ -532,12 +542,12 @@ def colorize(
     )
     images, flats, records = [], [], []
     for i in range(num_samples):
-        image, colour = _finish(x0[i : i + 1], prep, bundle, flat)
+        image, colour = _finish(x0[i : i + 1], prep, bundle, flat, hint_regions)
         images.append(image)
         flats.append(colour)
         records.append(
             {
-                **_record(prep, bundle, sample_config, seed + i, flat),
+                **_record(prep, bundle, sample_config, seed + i, flat, hint_regions),
                 "sample_index": i,
                 "num_samples": num_samples,
             }
@@ -563,6 +573,7 @@ def colorize_batch(
     seeds: Sequence[int] | None = None,
     *,
     flat: bool = False,
+    hint_regions: bool = True,
     callback: StepCallback | None = None,
 ) -> list[ColorizeResult]:
     """Colourise several sketches, running the network on as many of them at once as fit together.
@@ -578,6 +589,7 @@ def colorize_batch(
         sample_config: Sampler settings.
         seeds: One seed per sketch (default: 0, 1, 2, ...).
         flat: Clean flats (see :func:`colorize`).
+        hint_regions: Hinted closed regions take their hint colour (see :func:`colorize`).
         callback: Per-step progress callback (called per step of each batch).
 
     Returns:
@@ -597,9 +609,9 @@ def colorize_batch(
         gens = [torch.Generator("cpu").manual_seed(int(seeds[i])) for i in members]
         x0 = sample(bundle, cond, sample_config, gens, callback=callback).float().cpu()
         for j, i in enumerate(members):
-            image, colour = _finish(x0[j : j + 1], preps[i], bundle, flat)
+            image, colour = _finish(x0[j : j + 1], preps[i], bundle, flat, hint_regions)
             record = {
-                **_record(preps[i], bundle, sample_config, seeds[i], flat),
+                **_record(preps[i], bundle, sample_config, seeds[i], flat, hint_regions),
                 "sample_index": 0,
                 "num_samples": 1,
             }

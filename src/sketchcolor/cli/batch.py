@@ -54,6 +54,7 @@ from .colorize import (
     HintsInSketchOpt,
     HintsOpt,
     ModeOpt,
+    NoHintRegionsOpt,
     SaveFlatsOpt,
     SaveHintsOpt,
     StretchOpt,
@@ -189,6 +190,7 @@ def batch_cli(
     hints_in_sketch: HintsInSketchOpt = False,
     stretch_hints: StretchOpt = False,
     flat: FlatOpt = False,
+    no_hint_regions: NoHintRegionsOpt = False,
     save_flats: SaveFlatsOpt = False,
     save_hints: SaveHintsOpt = False,
     mode: ModeOpt = None,
@@ -212,6 +214,7 @@ def batch_cli(
     job = make_job(
         steps=steps, sampler=sampler, eta=eta, guidance=guidance, hints=hints, points=hint,
         hint_radius=hint_radius, hints_in_sketch=hints_in_sketch, stretch=stretch_hints, flat=flat,
+        hint_regions=not no_hint_regions,
         save_flats=save_flats, save_hints=save_hints, num_samples=num_samples, model=model,
     )  # fmt: skip
     sketches = find_sketches(input_dir, recursive=recursive, pattern=pattern, exclude=output_dir)
@@ -239,7 +242,7 @@ def batch_cli(
     )
     params = {
         "sampler": job.sample.sampler, "steps": job.sample.steps, "eta": job.sample.eta,
-        "guidance": job.sample.guidance, "flat": flat, "num_samples": num_samples, "base_seed": seed,
+        "guidance": job.sample.guidance, "flat": flat, "hint_regions": job.hint_regions, "num_samples": num_samples, "base_seed": seed,
         "shard": f"{shard_i}/{shard_n}", "model": str(model) if model else None,
         "sketchcolor_version": __version__,
     }  # fmt: skip
@@ -304,7 +307,9 @@ def _run_chunk(chunk: list[Entry], job: Any, bundle: Any, overwrite: bool, color
     layers = [r[2] for r in ready for _ in range(n)]
     seeds = [r[0].seed + j for r in ready for j in range(n)]
     try:
-        results = colorize_batch(sketches, layers, bundle, job.sample, seeds, flat=job.flat)
+        results = colorize_batch(
+            sketches, layers, bundle, job.sample, seeds, flat=job.flat, hint_regions=job.hint_regions
+        )
     except SketchcolorError as exc:
         if len(ready) == 1:
             ready[0][0].status, ready[0][0].error = "failed", exc.message

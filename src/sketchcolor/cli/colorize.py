@@ -72,6 +72,13 @@ StretchOpt = Annotated[
     ),
 ]
 FlatOpt = Annotated[bool, typer.Option("--flat", help="Clean flats: one colour per line-enclosed region.")]
+NoHintRegionsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-hint-regions",
+        help="Let the model colour hinted regions too (default: a closed region with hints takes their colour).",
+    ),
+]
 SaveFlatsOpt = Annotated[
     bool, typer.Option("--save-flats", help="Also write the colour layer without lines (OUT.flats.png).")
 ]
@@ -95,6 +102,7 @@ class ColorJob:
     hints_in_sketch: bool = False
     stretch: bool = False
     flat: bool = False
+    hint_regions: bool = True
     save_flats: bool = False
     save_hints: bool = False
     num_samples: int = 1
@@ -128,6 +136,7 @@ def make_job(
     save_hints: bool,
     num_samples: int = 1,
     model: Path | None = None,
+    hint_regions: bool = True,
 ) -> ColorJob:
     from ..config import SampleConfig
 
@@ -139,6 +148,7 @@ def make_job(
         hints_in_sketch=hints_in_sketch,
         stretch=stretch,
         flat=flat,
+        hint_regions=hint_regions,
         save_flats=save_flats,
         save_hints=save_hints,
         num_samples=num_samples,
@@ -275,6 +285,7 @@ def run_job(
     sketch_rgb, layer = load_inputs(sketch, job)
     result = colorize(
         sketch_rgb, layer, bundle, job.sample, seed, num_samples=job.num_samples, flat=job.flat,
+        hint_regions=job.hint_regions,
         keep_steps=save_steps is not None, callback=callback,
     )  # fmt: skip
     return save_outputs(
@@ -322,6 +333,7 @@ def colorize_cli(
     hints_in_sketch: HintsInSketchOpt = False,
     stretch_hints: StretchOpt = False,
     flat: FlatOpt = False,
+    no_hint_regions: NoHintRegionsOpt = False,
     save_flats: SaveFlatsOpt = False,
     save_hints: SaveHintsOpt = False,
     save_steps: Annotated[
@@ -362,7 +374,8 @@ def colorize_cli(
             hints=[Path(p) for p in sources.get("images", []) + sources.get("json", [])],
             points=sources.get("points", []), hint_radius=sources.get("radius"),
             hints_in_sketch=sources.get("in_sketch", False), stretch=sources.get("stretch", False),
-            flat=record.get("flat", False), save_flats=save_flats, save_hints=save_hints,
+            flat=record.get("flat", False), hint_regions=record.get("hint_regions", True),
+            save_flats=save_flats, save_hints=save_hints,
             num_samples=record.get("num_samples", 1), model=Path(record["model"]) if record.get("model") else None,
         )  # fmt: skip
         seed = record["seed"] - record.get("sample_index", 0)
@@ -376,7 +389,7 @@ def colorize_cli(
         job = make_job(
             steps=steps, sampler=sampler, eta=eta, guidance=guidance, hints=hints, points=hint,
             hint_radius=hint_radius, hints_in_sketch=hints_in_sketch, stretch=stretch_hints, flat=flat,
-            save_flats=save_flats, save_hints=save_hints, num_samples=num_samples, model=model,
+            hint_regions=not no_hint_regions, save_flats=save_flats, save_hints=save_hints, num_samples=num_samples, model=model,
         )  # fmt: skip
         out_path = output or sketch.with_name(f"{sketch.stem}.colored.png")
         want_digest = None
