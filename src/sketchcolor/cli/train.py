@@ -100,8 +100,8 @@ def train_cli(
 
         torchrun --nproc-per-node 2 -m sketchcolor train --data pics/ --out runs/ddp
     """
-    from .config import TrainConfig, apply_overrides, load_config_file
-    from .training import load_run_config, train
+    from ..config import TrainConfig, apply_overrides, load_config_file
+    from ..training import load_run_config, train
 
     if resume is not None:
         if config_file is not None or data is not None or out is not None and out != resume:
