@@ -291,7 +291,7 @@ def load_checkpoint(
             raise CheckpointError(f"{path}: weight {name} holds NaN or infinite values")
     device = torch.device(device)
     memory_format = torch.channels_last if channels_last and device.type != "mps" else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format).eval().requires_grad_(False)
+    model = model.to(device).to(memory_format=memory_format).eval().requires_grad_(False)
     schedule = NoiseSchedule(config.schedule)
     return ModelBundle(
         config=config,

@@ -101,9 +101,9 @@ class Conditioning:
             return None if x is None else x.to(device, non_blocking=non_blocking)
 
         return Conditioning(
-            mv(self.sketch),
-            mv(self.hint_lab),
-            mv(self.hint_mask),
+            self.sketch.to(device, non_blocking=non_blocking),
+            self.hint_lab.to(device, non_blocking=non_blocking),
+            self.hint_mask.to(device, non_blocking=non_blocking),
             mv(self.fill_lab),
             mv(self.fill_mask),  # type: ignore[arg-type]
         )

@@ -46,7 +46,7 @@ T = TypeVar("T")
 def _convert(value: Any, tp: Any, where: str) -> Any:
     """Convert a JSON/TOML value to type ``tp``, raising ConfigError naming ``where``."""
     origin = get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
@@ -294,7 +294,7 @@ class ConditioningConfig:
     @property
     def channels(self) -> tuple[str, ...]:
         """Names of the conditioning channels, in the order the model receives them."""
-        names = ("sketch", "hint_L", "hint_a", "hint_b", "hint_mask")
+        names: tuple[str, ...] = ("sketch", "hint_L", "hint_a", "hint_b", "hint_mask")
         if self.region_fill:
             names += ("fill_L", "fill_a", "fill_b", "fill_mask")
         return names

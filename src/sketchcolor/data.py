@@ -347,7 +347,7 @@ def prepare_data(
     items, warnings = find_items(config.path, config.format)
     size = config.load_size or int(round(resolution * 1.25))
     variants = config.line_variants
-    stat = []
+    stat: list[tuple[Any, ...]] = []
     for it in items:
         for src in (it.colour, it.sketch):
             if isinstance(src, Path):

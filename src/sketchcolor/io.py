@@ -69,7 +69,7 @@ def open_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> Image.Image
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img: Image.Image = Image.open(path)
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageError(
@@ -89,7 +89,8 @@ def open_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> Image.Image
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
     try:
-        img = ImageOps.exif_transpose(img) or img
+        transposed: Image.Image | None = ImageOps.exif_transpose(img)
+        img = transposed or img
     except Exception:  # noqa: BLE001 - a broken EXIF block must not stop us; keep pixels as stored
         pass
     return img

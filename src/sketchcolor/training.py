@@ -34,6 +34,7 @@ import math
 import os
 import shutil
 import time
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -167,8 +168,8 @@ class _EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
-        ema_params = list(self.model.parameters())
-        params = [p.detach() for p in unwrap_model(model).parameters()]
+        ema_params: list[torch.Tensor] = list(self.model.parameters())
+        params: list[torch.Tensor] = [p.detach() for p in unwrap_model(model).parameters()]
         torch._foreach_lerp_(ema_params, params, 1.0 - d)
 
 
@@ -277,7 +278,7 @@ def train(
     if init_bundle is not None:
         model.load_state_dict(unwrap_model(init_bundle.model).state_dict())
     memory_format = torch.channels_last if config.run.channels_last else torch.contiguous_format
-    model.to(device, memory_format=memory_format)
+    model.to(device).to(memory_format=memory_format)
     schedule = NoiseSchedule(model_cfg.schedule)
     ema = _EMA(model, config.optim.ema_decay)
     optimizer = torch.optim.AdamW(
@@ -292,7 +293,7 @@ def train(
         start_step, best_val = _load_state(existing[-1], model, ema, optimizer, scaler, device)
     train_model: nn.Module = model
     if dist_info.world_size > 1:
-        ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        ddp_kwargs: dict[str, Any] = {"device_ids": [device.index]} if device.type == "cuda" else {}
         train_model = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
     denoiser = Denoiser(train_model, schedule, model_cfg.prediction)
 
@@ -350,7 +351,7 @@ def train(
             sync = (
                 contextlib.nullcontext()
                 if (last_micro or dist_info.world_size == 1)
-                else train_model.no_sync()
+                else typing.cast(nn.parallel.DistributedDataParallel, train_model).no_sync()
             )
             with sync:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):

@@ -17,6 +17,7 @@ Built from :class:`~sketchcolor.config.ModelConfig` only; imports nothing from t
 from __future__ import annotations
 
 import math
+import typing
 
 import torch
 import torch.nn.functional as F
@@ -198,7 +199,7 @@ class UNet(nn.Module):
         h = self.conv_in(torch.cat([x_t, cond.to(x_t.dtype)], dim=1))
         skips = [h]
         for i, stage in enumerate(self.down):
-            for block in stage:
+            for block in typing.cast(nn.ModuleList, stage):
                 h = block(h, emb)
                 skips.append(h)
             if i < len(self.downsample):
@@ -206,7 +207,7 @@ class UNet(nn.Module):
                 skips.append(h)
         h = self.mid2(self.mid1(h, emb), emb)
         for i, stage in enumerate(self.up):
-            for block in stage:
+            for block in typing.cast(nn.ModuleList, stage):
                 h = block(torch.cat([h, skips.pop()], dim=1), emb)
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
