@@ -43,3 +43,13 @@ def test_type_check_passes():
     """The library is fully typed (STYLE.md 2.5); mypy runs with the settings in pyproject.toml."""
     proc = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_lint_passes():
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "src", "tests", "scripts", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
