@@ -8,40 +8,68 @@ white; so this module works with the line-enclosed regions themselves:
 
 1. :func:`remove_lines` — at the working size, replace the colour under line pixels by the colour of
    the nearby paper (normalised convolution), so the colour layer carries no blurred lines.
-2. :func:`upsample` — bilinear upscaling of that colour layer to full size.
+2. The cleaned colours are converted to sRGB at the working size and upscaled bilinearly.
 3. :func:`snap_to_regions` — label the regions enclosed by the full-resolution lines and give each
-   region one colour: the mean of the upscaled colour over its interior (pixels far from lines,
-   where no colour bleeds across a line). A region whose colour varies a lot (an open outline that
-   merges areas, or real shading) keeps the smooth colour unless flats are asked for.
-4. :func:`multiply_lines` — lay the original sketch over the colour (multiply), so every line pixel
-   is at least as dark as in the input, at any output size.
+   region one colour: the mean of the model's colours sampled inside it, away from lines (where
+   no colour bleeds across a line). Closed regions holding user hints take the hints' mean colour.
+   A region whose colour varies a lot (an open outline that merges areas, or real shading) keeps
+   the smooth colour unless flats are asked for.
+4. :func:`compose_u8` — lay the original sketch over the colour (multiply) and round to 8 bits, so
+   every line pixel is at least as dark as in the input, at any output size.
 
-Large images are processed in horizontal bands where that bounds memory. Imports ``color`` and
-``conditioning`` only.
+Full-size work is kept to a few passes over the pixels: region statistics are gathered from the
+working-size samples (one per working pixel), region colours are looked up per pixel, and the
+composition is done in horizontal bands straight into 8-bit output, so 4096 x 4096 sketches stay
+within a couple of seconds and gigabytes. Imports ``color`` and ``conditioning`` only.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .color import lab_to_rgb, rgb_to_lab, srgb_to_linear
+from .color import lab_to_rgb, rgb_to_lab
 from .conditioning import LINE_LEVEL, label_regions
 
 #: Regions whose interior colour has a standard deviation above this (CIE LAB units, summed over
 #: channels) are treated as shaded or leaking and keep their smooth colour (unless ``flat``).
 SNAP_MAX_STD = 12.0
-#: Rows per band when converting full-resolution images, bounding peak memory.
+#: Rows per band when composing full-resolution images, bounding peak memory.
 BAND_ROWS = 512
 
 
-def sketch_lightness(rgb: torch.Tensor) -> torch.Tensor:
-    """CIE L/100 of sRGB (N, 3, H, W) -> (N, 1, H, W), computed from luminance only (fast path).
+def _lightness_lut() -> tuple[torch.Tensor, torch.Tensor]:
+    """Lookup tables for 8-bit sRGB: linear value per level, and L/100 of a grey level."""
+    v = torch.arange(256, dtype=torch.float64) / 255.0
+    linear = torch.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92)
+    f = torch.where(
+        linear > 0.008856, linear.clamp(min=0.008856) ** (1.0 / 3.0), 7.787 * linear + 16.0 / 116.0
+    )
+    grey_l = ((116.0 * f - 16.0) / 100.0).clamp(0.0, 1.0)
+    return linear.float(), grey_l.float()
 
-    Equal to :func:`sketchcolor.color.lightness` but without the a/b channels, which matters at
-    4096 x 4096 pixels.
+
+_LINEAR_LUT, _GREY_L_LUT = _lightness_lut()
+
+
+def sketch_lightness_u8(rgb_u8: torch.Tensor) -> torch.Tensor:
+    """CIE L/100 of an 8-bit sRGB image (1, 3, H, W) uint8 -> (1, 1, H, W) float in [0, 1].
+
+    Grey images (the usual sketch) take one table lookup per pixel; coloured ones go through
+    luminance. Equal to :func:`sketchcolor.color.lightness` to within 1e-4.
     """
-    lin = srgb_to_linear(rgb)
+    r, g, b = rgb_u8[0, 0], rgb_u8[0, 1], rgb_u8[0, 2]
+    if torch.equal(r, g) and torch.equal(g, b):
+        return _GREY_L_LUT[r.long()].view(1, 1, *r.shape)
+    y = 0.212671 * _LINEAR_LUT[r.long()] + 0.715160 * _LINEAR_LUT[g.long()] + 0.072169 * _LINEAR_LUT[b.long()]
+    f = torch.where(y > 0.008856, y.clamp(min=0.008856) ** (1.0 / 3.0), 7.787 * y + 16.0 / 116.0)
+    return ((116.0 * f - 16.0) / 100.0).clamp(0.0, 1.0).view(1, 1, *r.shape)
+
+
+def sketch_lightness(rgb: torch.Tensor) -> torch.Tensor:
+    """CIE L/100 of sRGB (N, 3, H, W) in [0, 1] -> (N, 1, H, W), from luminance only."""
+    lin = torch.where(rgb > 0.04045, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
     y = 0.212671 * lin[:, 0:1] + 0.715160 * lin[:, 1:2] + 0.072169 * lin[:, 2:3]
     f = torch.where(y > 0.008856, y.clamp(min=0.008856) ** (1.0 / 3.0), 7.787 * y + 16.0 / 116.0)
     return ((116.0 * f - 16.0) / 100.0).clamp(0.0, 1.0)
@@ -93,9 +121,17 @@ def upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def _sample_positions(full: int, small: int) -> torch.Tensor:
+    """Full-size row (or column) index of the centre of each working-size pixel."""
+    return (
+        ((torch.arange(small, dtype=torch.float64) + 0.5) * full / small).floor().long().clamp(max=full - 1)
+    )
+
+
 def snap_to_regions(
-    lab_full: torch.Tensor,
+    rgb_full: torch.Tensor,
     sketch_l_full: torch.Tensor,
+    lab_small: torch.Tensor,
     interior_small: torch.Tensor,
     *,
     flat: bool = False,
@@ -104,53 +140,54 @@ def snap_to_regions(
 ) -> torch.Tensor:
     """Give each line-enclosed region of the full-size sketch one colour.
 
-    A region holding user hints takes the mean colour of its hints (the classical flat fill),
-    unless it touches the image border: an outline with a gap merges the background with the
-    shape, and there the model's colours are kept.
+    Region statistics come from the working-size samples: each working pixel's centre falls in
+    one full-size region, and only samples at least one working pixel away from lines count
+    (``interior_small``). A region holding user hints takes the mean colour of its hints (the
+    classical flat fill), unless it touches the image border: an outline with a gap merges the
+    background with the shape, and there the model's colours are kept.
 
     Args:
-        lab_full: (1, 3, H, W) upscaled LAB colours (modified in place and returned).
+        rgb_full: (1, 3, H, W) upscaled sRGB colours (modified in place and returned).
         sketch_l_full: (1, 1, H, W) full-size sketch lightness.
-        interior_small: (1, 1, h, w) weights at the working size that are 0 within one working
-            pixel of a line: the region statistics use only pixels no colour can bleed into.
-        flat: Snap every region (clean flats) instead of only the uniform ones.
+        lab_small: (1, 3, h, w) the model's colours (lines removed) at the working size.
+        interior_small: (1, 1, h, w) sample weights, 0 within one working pixel of a line.
+        flat: Snap every region that has samples (clean flats), not only uniform ones.
         max_std: Uniformity threshold (see :data:`SNAP_MAX_STD`).
         hints: Optional full-size hints (``rgb`` (1, 3, H, W) in [0, 1], ``mask`` (1, 1, H, W)).
 
     Returns:
-        ``lab_full`` with snapped regions; line pixels keep their smooth colour.
+        ``rgb_full`` with snapped regions; line pixels and unsampled regions keep their colour.
     """
-    h, w = lab_full.shape[-2:]
-    labels = torch.from_numpy(label_regions(sketch_l_full[0, 0].numpy())).view(-1).long()
+    h, w = rgb_full.shape[-2:]
+    labels = torch.from_numpy(label_regions(sketch_l_full[0, 0].numpy()))  # (H, W) int32
     k = int(labels.max()) + 1
     if k <= 1:
-        return lab_full
-    weight = upsample(interior_small, (h, w)).view(-1)
-    weight = weight * (labels > 0)
-    flat_lab = lab_full.view(3, -1)
-    w_sum = torch.bincount(labels, weights=weight, minlength=k)
-    n_sum = torch.bincount(labels, minlength=k).to(lab_full.dtype)
-    means = torch.zeros(3, k, dtype=lab_full.dtype)
-    var = torch.zeros(k, dtype=lab_full.dtype)
-    for c in range(3):
-        wm = torch.bincount(labels, weights=weight * flat_lab[c], minlength=k)
-        um = torch.bincount(labels, weights=flat_lab[c], minlength=k)
-        # Regions too small to hold an interior pixel fall back to their plain mean.
-        mean = torch.where(w_sum > 1e-6, wm / w_sum.clamp(min=1e-6), um / n_sum.clamp(min=1))
-        means[c] = mean
-        sq = torch.bincount(labels, weights=weight * flat_lab[c] ** 2, minlength=k)
-        var += torch.where(w_sum > 1e-6, sq / w_sum.clamp(min=1e-6) - mean**2, torch.zeros_like(mean))
-    snap = torch.ones(k, dtype=torch.bool) if flat else var.clamp(min=0).sqrt() <= max_std
+        return rgb_full
+    sh, sw = lab_small.shape[-2:]
+    sample_labels = labels[_sample_positions(h, sh)][:, _sample_positions(w, sw)].reshape(-1)
+    weight = interior_small.reshape(-1) * (sample_labels > 0)
+    w_sum = torch.bincount(sample_labels, weights=weight, minlength=k)
+    samples = lab_small.reshape(3, -1)
+    mean_lab = torch.stack(
+        [torch.bincount(sample_labels, weights=weight * samples[c], minlength=k) for c in range(3)]
+    )
+    mean_lab = mean_lab / w_sum.clamp(min=1e-6)
+    sq = torch.stack(
+        [torch.bincount(sample_labels, weights=weight * samples[c] ** 2, minlength=k) for c in range(3)]
+    )
+    std = (sq / w_sum.clamp(min=1e-6) - mean_lab**2).clamp(min=0).sum(0).sqrt()
+    sampled = w_sum > 1e-6
+    snap = sampled & (torch.ones_like(sampled) if flat else std <= max_std)
     if hints is not None:
-        trusted, hint_means = _hinted_regions(labels, hints, (h, w), k)
-        for c in range(3):
-            means[c] = torch.where(trusted, hint_means[c], means[c])
+        trusted, hint_lab = _hinted_regions(labels.view(-1), hints, (h, w), k)
+        mean_lab = torch.where(trusted, hint_lab, mean_lab)
         snap |= trusted
     snap[0] = False  # line pixels
+    region_rgb = lab_to_rgb(mean_lab.T.reshape(k, 3, 1, 1)).reshape(k, 3).T.contiguous()
     chosen = snap[labels]
     for c in range(3):
-        flat_lab[c] = torch.where(chosen, means[c][labels], flat_lab[c])
-    return lab_full
+        torch.where(chosen, region_rgb[c][labels], rgb_full[0, c], out=rgb_full[0, c])
+    return rgb_full
 
 
 def _hinted_regions(
@@ -167,29 +204,14 @@ def _hinted_regions(
     lbl = labels[idx]
     count = torch.bincount(lbl, minlength=k).float()
     for c in range(3):
-        means[c] = torch.bincount(lbl, weights=lab[c].double(), minlength=k).float() / count.clamp(min=1)
+        means[c] = torch.bincount(lbl, weights=lab[c], minlength=k) / count.clamp(min=1)
     h, w = size
     grid = labels.view(h, w)
-    border = torch.unique(torch.cat([grid[0], grid[-1], grid[:, 0], grid[:, -1]]))
+    border = torch.unique(torch.cat([grid[0], grid[-1], grid[:, 0], grid[:, -1]])).long()
     trusted = count > 0
     trusted[border] = False
     trusted[0] = False
     return trusted, means
-
-
-def lab_to_rgb_banded(lab: torch.Tensor) -> torch.Tensor:
-    """:func:`~sketchcolor.color.lab_to_rgb` in bands of rows, bounding temporary memory."""
-    if lab.shape[-2] <= BAND_ROWS:
-        return lab_to_rgb(lab)
-    out = torch.empty_like(lab)
-    for top in range(0, lab.shape[-2], BAND_ROWS):
-        out[..., top : top + BAND_ROWS, :] = lab_to_rgb(lab[..., top : top + BAND_ROWS, :])
-    return out
-
-
-def multiply_lines(colour_rgb: torch.Tensor, sketch_rgb: torch.Tensor) -> torch.Tensor:
-    """Multiply the sketch over the colour: line pixels never get lighter than in the sketch."""
-    return colour_rgb * sketch_rgb
 
 
 def carry_to_full_size(
@@ -213,8 +235,43 @@ def carry_to_full_size(
     """
     size = (int(sketch_l_full.shape[-2]), int(sketch_l_full.shape[-1]))
     clean = remove_lines(lab_small, sketch_l_small)
-    lab_full = upsample(clean, size).contiguous()
+    rgb_full = upsample(lab_to_rgb(clean), size).contiguous()
     if snap or flat:
         interior = -F.max_pool2d(-interior_weight(sketch_l_small), 3, stride=1, padding=1)
-        lab_full = snap_to_regions(lab_full, sketch_l_full, interior, flat=flat, hints=hints)
-    return lab_to_rgb_banded(lab_full)
+        rgb_full = snap_to_regions(rgb_full, sketch_l_full, clean, interior, flat=flat, hints=hints)
+    return rgb_full.clamp_(0.0, 1.0)
+
+
+def compose_u8(colour_rgb: torch.Tensor, sketch_u8: torch.Tensor | None) -> np.ndarray:
+    """Multiply the sketch over the colour and round to 8 bits: (H, W, 3) uint8, in bands of rows.
+
+    Line pixels therefore never get lighter than in the sketch. With ``sketch_u8`` None the colour
+    layer alone is converted.
+
+    Args:
+        colour_rgb: (1, 3, H, W) float sRGB in [0, 1].
+        sketch_u8: (1, 3, H, W) uint8 sketch, or None.
+    """
+    _, _, h, w = colour_rgb.shape
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    for top in range(0, h, BAND_ROWS):
+        band = colour_rgb[0, :, top : top + BAND_ROWS].clamp(0.0, 1.0)
+        if sketch_u8 is None:
+            band = band * 255.0
+        else:
+            band = band * sketch_u8[0, :, top : top + BAND_ROWS].float()
+        out[top : top + BAND_ROWS] = band.add_(0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    return out
+
+
+def multiply_lines(colour_rgb: torch.Tensor, sketch_rgb: torch.Tensor) -> torch.Tensor:
+    """Multiply the sketch over the colour (float sRGB): line pixels never get lighter."""
+    return colour_rgb * sketch_rgb
+
+
+def lab_to_rgb_banded(lab: torch.Tensor) -> torch.Tensor:
+    """:func:`~sketchcolor.color.lab_to_rgb` in bands of rows, bounding temporary memory."""
+    out = torch.empty_like(lab)
+    for top in range(0, lab.shape[-2], BAND_ROWS):
+        out[..., top : top + BAND_ROWS, :] = lab_to_rgb(lab[..., top : top + BAND_ROWS, :])
+    return out

@@ -174,9 +174,10 @@ def resize_hints(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize hints to ``size`` (H, W) so that no hinted pixel is ever lost.
 
-    Each output cell averages the colours of the hinted input pixels it covers (area weighting)
-    and is hinted if it covers any hinted pixel at all; a one-pixel dot therefore survives any
-    downscale. Upscaling is nearest-neighbour, so hint edges stay sharp.
+    Downscaling: every input pixel belongs to exactly one output cell (the one its position maps
+    to); a cell takes the mean colour of the hinted pixels in it and is hinted if it holds any, so
+    a one-pixel dot survives any downscale. Only hinted pixels are visited, so sparse hints on huge
+    images cost little. Upscaling is nearest-neighbour, so hint edges stay sharp.
 
     Args:
         hint_rgb: (N, 3, h, w) colours in [0, 1] (values where the mask is 0 are ignored).
@@ -188,17 +189,25 @@ def resize_hints(
     """
     if tuple(hint_mask.shape[-2:]) == tuple(size):
         return hint_rgb * hint_mask, hint_mask
-    h, w = hint_mask.shape[-2:]
-    if size[0] >= h and size[1] >= w:
+    n, _, h, w = hint_mask.shape
+    out_h, out_w = size
+    if out_h >= h and out_w >= w:
         rgb = F.interpolate(hint_rgb * hint_mask, size=size, mode="nearest-exact")
         mask = F.interpolate(hint_mask, size=size, mode="nearest-exact")
         return rgb, mask
-    # Area weights: each output cell sees the mean over the input pixels it covers.
-    weighted = F.adaptive_avg_pool2d(hint_rgb * hint_mask, size)
-    coverage = F.adaptive_avg_pool2d(hint_mask, size)
-    mask = (coverage > 0).to(hint_mask.dtype)
-    rgb = weighted / coverage.clamp(min=1e-12) * mask
-    return rgb.clamp(0.0, 1.0), mask
+    rgb_out = torch.zeros(n, 3, out_h * out_w, dtype=hint_rgb.dtype)
+    mask_out = torch.zeros(n, 1, out_h * out_w, dtype=hint_mask.dtype)
+    for i in range(n):
+        ys, xs = hint_mask[i, 0].nonzero(as_tuple=True)
+        if ys.numel() == 0:
+            continue
+        cell = (ys * out_h // h) * out_w + (xs * out_w // w)
+        count = torch.bincount(cell, minlength=out_h * out_w).to(hint_rgb.dtype)
+        colours = hint_rgb[i][:, ys, xs]
+        total = torch.zeros(3, out_h * out_w, dtype=hint_rgb.dtype).index_add_(1, cell, colours)
+        rgb_out[i] = total / count.clamp(min=1)
+        mask_out[i, 0] = (count > 0).to(hint_mask.dtype)
+    return rgb_out.view(n, 3, out_h, out_w).clamp(0.0, 1.0), mask_out.view(n, 1, out_h, out_w)
 
 
 def hints_to_lab(hint_rgb: torch.Tensor, hint_mask: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -32,7 +33,7 @@ from PIL import Image
 from . import __version__
 from .checkpoint import ModelBundle, default_model_path, load_checkpoint
 from .color import lab_to_rgb, model_to_lab, rgb_to_lab
-from .compose import carry_to_full_size, multiply_lines, sketch_lightness
+from .compose import carry_to_full_size, compose_u8, lab_to_rgb_banded, sketch_lightness_u8
 from .conditioning import (
     Conditioning,
     HintLayer,
@@ -52,7 +53,7 @@ from .io import (
     crop_to,
     image_to_tensor,
     load_rgb,
-    load_rgba,
+    open_image,
     pad_to_multiple,
     read_hints_json,
     tensor_to_image,
@@ -102,6 +103,27 @@ class ColorizeResult:
         return self.records[0]
 
 
+def read_sketch_u8(sketch: ImageInput) -> torch.Tensor:
+    """A sketch as 8-bit RGB on white, uint8 (1, 3, H, W) (the compact form used at full size).
+
+    Accepts what :func:`read_sketch` accepts, and uint8 tensors.
+
+    Raises:
+        ImageError: Unreadable file or a tensor of the wrong shape or range.
+    """
+    if isinstance(sketch, str | Path):
+        sketch = open_image(sketch)
+    if isinstance(sketch, Image.Image):
+        arr = np.asarray(to_rgb_on_white(sketch), dtype=np.uint8)
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
+    if sketch.dtype == torch.uint8:
+        x = sketch if sketch.dim() == 4 else sketch.unsqueeze(0)
+        if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+            raise ImageError(f"sketch tensor must be (1, 3, H, W), got {tuple(sketch.shape)}")
+        return x.cpu().contiguous()
+    return (read_sketch(sketch) * 255.0).round_().to(torch.uint8)
+
+
 def read_sketch(sketch: ImageInput) -> torch.Tensor:
     """A sketch as RGB on white, float32 (1, 3, H, W) in [0, 1].
 
@@ -138,9 +160,12 @@ def hints_from_image(
     """
     if isinstance(hints, str | Path):
         name = str(hints)
-        rgba = load_rgba(hints)
-    elif isinstance(hints, Image.Image):
-        rgba = image_to_tensor(to_rgba(hints))
+        hints = open_image(hints)
+    if isinstance(hints, Image.Image):
+        rgba_img = to_rgba(hints)
+        if (rgba_img.height, rgba_img.width) == tuple(size):
+            return _hints_from_rgba_u8(np.asarray(rgba_img, dtype=np.uint8))
+        rgba = image_to_tensor(rgba_img)
     else:
         rgba = hints if hints.dim() == 4 else hints.unsqueeze(0)
         if rgba.shape[:2] != (1, 4):
@@ -155,6 +180,18 @@ def hints_from_image(
     hint_rgb, hint_mask = hints_from_rgba(rgba.float())
     rgb, mask = resize_hints(hint_rgb, hint_mask, size)
     return HintLayer(rgb, mask)
+
+
+def _hints_from_rgba_u8(rgba: np.ndarray) -> HintLayer:
+    """Fast path of :func:`hints_from_image` for an 8-bit RGBA array already at the sketch's size.
+
+    Same rule as :func:`~sketchcolor.conditioning.hints_from_rgba` on 8-bit levels: alpha >= 128
+    (0.5) and not every channel >= 248 (0.97).
+    """
+    t = torch.from_numpy(rgba.copy()).permute(2, 0, 1).unsqueeze(0)
+    white = (t[:, :3] >= 248).all(dim=1, keepdim=True)
+    mask = ((t[:, 3:] >= 128) & ~white).float()
+    return HintLayer(t[:, :3].float().div_(255.0).mul_(mask), mask)
 
 
 def parse_point(text: str) -> tuple[float, float, str, str, tuple[float, float, float]]:
@@ -346,11 +383,12 @@ def model_output_to_lab(x0: torch.Tensor, bundle: ModelBundle, sketch_l: torch.T
 def is_colour_image(rgb: torch.Tensor, *, chroma_level: float = 12.0, fraction: float = 0.05) -> bool:
     """Whether an RGB image (1, 3, H, W) is visibly coloured rather than line art or greyscale.
 
-    True when more than ``fraction`` of pixels have LAB chroma above ``chroma_level``.
+    True when more than ``fraction`` of pixels have LAB chroma above ``chroma_level`` (judged on
+    a subsample of at most about 256 x 256 pixels). Takes float in [0, 1] or uint8.
     """
-    x = rgb
-    if max(x.shape[-2:]) > 256:
-        x = F.interpolate(x, scale_factor=256 / max(x.shape[-2:]), mode="area")
+    step = max(1, max(rgb.shape[-2:]) // 256)
+    x = rgb[..., ::step, ::step]
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
     lab = rgb_to_lab(x)
     chroma = torch.sqrt(lab[:, 1] ** 2 + lab[:, 2] ** 2)
     return bool((chroma > chroma_level).float().mean() > fraction)
@@ -379,7 +417,7 @@ def _frame(
 class _Prepared:
     """One sketch made ready for the model (internal to this module)."""
 
-    sketch_rgb: torch.Tensor  # (1, 3, H, W) full size
+    sketch_u8: torch.Tensor  # (1, 3, H, W) uint8, full size
     sketch_l: torch.Tensor  # (1, 1, H, W) full size
     sketch_small: torch.Tensor  # (1, 1, h', w') working size, padded
     small: tuple[int, int]  # working size before padding
@@ -388,7 +426,7 @@ class _Prepared:
 
     @property
     def size(self) -> tuple[int, int]:
-        return int(self.sketch_rgb.shape[-2]), int(self.sketch_rgb.shape[-1])
+        return int(self.sketch_u8.shape[-2]), int(self.sketch_u8.shape[-1])
 
     @property
     def padded(self) -> tuple[int, int]:
@@ -416,14 +454,14 @@ def _as_layer(hints: HintLayer | ImageInput | None, size: tuple[int, int]) -> Hi
 def _prepare(sketch: ImageInput, hints: HintLayer | ImageInput | None, bundle: ModelBundle) -> _Prepared:
     """Read a sketch and its hints and build the conditioning at the working size."""
     config = bundle.config
-    sketch_rgb = read_sketch(sketch)
-    size = (int(sketch_rgb.shape[-2]), int(sketch_rgb.shape[-1]))
+    sketch_u8 = read_sketch_u8(sketch)
+    size = (int(sketch_u8.shape[-2]), int(sketch_u8.shape[-1]))
     layer = _as_layer(hints, size)
-    if config.conditioning.mode == "lineart" and is_colour_image(sketch_rgb):
+    if config.conditioning.mode == "lineart" and is_colour_image(sketch_u8):
         log.warning("the sketch is already in colour; for greyscale photos use a photo model (--mode photo)")
     # Work at the model's resolution: area-downscale the sketch, resize hints without loss.
     small = working_size(size, config.resolution)
-    sketch_l = sketch_lightness(sketch_rgb)
+    sketch_l = sketch_lightness_u8(sketch_u8)
     sketch_small = F.interpolate(sketch_l, size=small, mode="area") if small != size else sketch_l
     sketch_small, _ = pad_to_multiple(sketch_small, config.model.size_multiple, value=1.0)
     hint_rgb = hint_mask = None
@@ -432,27 +470,27 @@ def _prepare(sketch: ImageInput, hints: HintLayer | ImageInput | None, bundle: M
         hint_rgb, _ = pad_to_multiple(hint_rgb, config.model.size_multiple, value=0.0)
         hint_mask, _ = pad_to_multiple(hint_mask, config.model.size_multiple, value=0.0)
     cond = make_conditioning(sketch_small, hint_rgb, hint_mask, config.conditioning)
-    return _Prepared(sketch_rgb, sketch_l, sketch_small, small, layer, cond)
+    return _Prepared(sketch_u8, sketch_l, sketch_small, small, layer, cond)
 
 
 def _finish(
     x0: torch.Tensor, prep: _Prepared, bundle: ModelBundle, flat: bool, hint_regions: bool = True
 ) -> tuple[Image.Image, Image.Image]:
     """Model output (1, C, h', w') -> (output image, colour layer) at the sketch's size."""
+    # Checked at the working size: everything after it is finite when the model's output is.
+    if not torch.isfinite(x0).all():
+        raise ImageError("the model produced non-finite values; the checkpoint may be corrupt or diverged")
     lab_small = crop_to(model_output_to_lab(x0, bundle, prep.sketch_small), prep.small)
     if bundle.config.conditioning.mode == "photo":
         ab_full = F.interpolate(lab_small[:, 1:], size=prep.size, mode="bilinear", align_corners=False)
-        colour = lab_to_rgb(torch.cat([prep.sketch_l * 100.0, ab_full], dim=1))
-        out = colour
-    else:
-        hints = (prep.layer.rgb, prep.layer.mask) if hint_regions and not prep.layer.is_empty else None
-        colour = carry_to_full_size(
-            lab_small, crop_to(prep.sketch_small, prep.small), prep.sketch_l, flat=flat, hints=hints
-        )
-        out = multiply_lines(colour, prep.sketch_rgb)
-    if not torch.isfinite(out).all():
-        raise ImageError("the model produced non-finite values; the checkpoint may be corrupt or diverged")
-    return tensor_to_image(out), tensor_to_image(colour)
+        colour = lab_to_rgb_banded(torch.cat([prep.sketch_l * 100.0, ab_full], dim=1))
+        image = Image.fromarray(compose_u8(colour, None))
+        return image, image
+    hints = (prep.layer.rgb, prep.layer.mask) if hint_regions and not prep.layer.is_empty else None
+    colour = carry_to_full_size(
+        lab_small, crop_to(prep.sketch_small, prep.small), prep.sketch_l, flat=flat, hints=hints
+    )
+    return Image.fromarray(compose_u8(colour, prep.sketch_u8)), Image.fromarray(compose_u8(colour, None))
 
 
 def _record(
