@@ -32,7 +32,7 @@ def run(capsys, *args):
 
 def test_large_sketch_keeps_size_and_line_darkness(bundle):
     sketch = draw_sketch((2048, 1536))
-    result = colorize(sketch, draw_hints((2048, 1536)), bundle, SampleConfig(steps=2))
+    result = colorize(sketch, draw_hints((2048, 1536)), bundle, SampleConfig(steps=2), keep_flats=True)
     assert result.image.size == (2048, 1536)
     out = np.asarray(result.image).astype(int)
     ref = np.asarray(sketch).astype(int)
@@ -44,7 +44,9 @@ def test_large_sketch_keeps_size_and_line_darkness(bundle):
 
 def test_flat_gives_one_colour_per_region(bundle):
     sketch = draw_sketch((192, 128))
-    result = colorize(sketch, draw_hints((192, 128)), bundle, SampleConfig(steps=2), flat=True)
+    result = colorize(
+        sketch, draw_hints((192, 128)), bundle, SampleConfig(steps=2), flat=True, keep_flats=True
+    )
     flats = np.asarray(result.flats[0]).reshape(-1, 3)
     lightness = np.asarray(sketch.convert("L")) / 255.0
     regions = label(lightness >= 0.6, connectivity=1).reshape(-1)
@@ -56,8 +58,11 @@ def test_flat_gives_one_colour_per_region(bundle):
 def test_default_is_smooth_where_model_is_not_uniform(bundle):
     # A random model's colours vary inside regions, so the default keeps them smooth (no snapping).
     sketch = draw_sketch((192, 128))
-    smooth = np.asarray(colorize(sketch, None, bundle, SampleConfig(steps=2)).flats[0])
-    flat = np.asarray(colorize(sketch, None, bundle, SampleConfig(steps=2), flat=True).flats[0])
+    smooth = np.asarray(colorize(sketch, None, bundle, SampleConfig(steps=2), keep_flats=True).flats[0])
+    flat = np.asarray(
+        colorize(sketch, None, bundle, SampleConfig(steps=2), flat=True, keep_flats=True).flats[0]
+    )
+    assert colorize(sketch, None, bundle, SampleConfig(steps=2)).flats == []  # only when asked for
     assert not np.array_equal(smooth, flat)
 
 
@@ -285,9 +290,11 @@ def test_hint_regions_fill_closed_hinted_regions(bundle):
     size = (96, 64)
     sketch = draw_sketch(size)  # a closed circle and rectangle
     layer = build_hints((64, 96), points=["20,30,#d03030"])  # inside the circle
-    on = np.asarray(colorize(sketch, layer, bundle, SampleConfig(steps=2)).flats[0]).astype(int)
+    on = np.asarray(colorize(sketch, layer, bundle, SampleConfig(steps=2), keep_flats=True).flats[0]).astype(
+        int
+    )
     off = np.asarray(
-        colorize(sketch, layer, bundle, SampleConfig(steps=2), hint_regions=False).flats[0]
+        colorize(sketch, layer, bundle, SampleConfig(steps=2), hint_regions=False, keep_flats=True).flats[0]
     ).astype(int)
     inside = on[30, 12:18]  # circle interior, away from the hint itself
     assert np.abs(inside - np.array([208, 48, 48])).max() <= 2

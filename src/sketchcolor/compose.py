@@ -184,9 +184,13 @@ def snap_to_regions(
         snap |= trusted
     snap[0] = False  # line pixels
     region_rgb = lab_to_rgb(mean_lab.T.reshape(k, 3, 1, 1)).reshape(k, 3).T.contiguous()
-    chosen = snap[labels]
-    for c in range(3):
-        torch.where(chosen, region_rgb[c][labels], rgb_full[0, c], out=rgb_full[0, c])
+    # Replace pixels of snapped regions, band by band (bounded temporaries, cache friendly).
+    for top in range(0, h, BAND_ROWS):
+        lab_band = labels[top : top + BAND_ROWS]
+        chosen = snap[lab_band]
+        for c in range(3):
+            band = rgb_full[0, c, top : top + BAND_ROWS]
+            torch.where(chosen, region_rgb[c][lab_band], band, out=band)
     return rgb_full
 
 

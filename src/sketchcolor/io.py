@@ -129,6 +129,10 @@ def to_rgb_on_white(img: Image.Image) -> Image.Image:
     Line art is often exported as black lines on a transparent layer; compositing onto white
     (not black, PIL's default when dropping alpha) keeps it line art.
     """
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("L", "1", "CMYK", "YCbCr", "LAB", "HSV") and "transparency" not in img.info:
+        return img.convert("RGB")  # nothing transparent: no compositing needed
     rgba = to_rgba(img)
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(white, rgba).convert("RGB")

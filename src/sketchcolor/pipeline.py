@@ -79,7 +79,8 @@ class ColorizeResult:
 
     Attributes:
         images: RGB outputs at the sketch's size, one per sample.
-        flats: The colour layers without the lines (same size), one per sample.
+        flats: The colour layers without the lines (same size), one per sample; empty unless
+            asked for with ``keep_flats``.
         records: How each was made (JSON-friendly): seed, sampler, steps, eta, guidance,
             spacing, model digest, package version, sizes, and the hints digest.
         hints: The hints actually used, at the sketch's size.
@@ -395,9 +396,16 @@ def is_colour_image(rgb: torch.Tensor, *, chroma_level: float = 12.0, fraction: 
 
 
 def hints_digest(hints: HintLayer) -> str:
-    """First 16 hex digits of the SHA-256 of the hints as 8-bit RGBA (identifies the hints used)."""
-    rgba = (hints.to_rgba()[0] * 255).round().to(torch.uint8).numpy()
-    return hashlib.sha256(rgba.tobytes()).hexdigest()[:16]
+    """First 16 hex digits of a SHA-256 identifying the hints used (positions and 8-bit colours).
+
+    Only hinted pixels are visited, so the digest costs little even for huge, sparsely hinted images.
+    """
+    idx = hints.mask.reshape(-1).nonzero().squeeze(1)
+    colours = (hints.rgb.reshape(3, -1)[:, idx] * 255.0).round().to(torch.uint8)
+    h = hashlib.sha256(f"{hints.size[0]}x{hints.size[1]}:".encode())
+    h.update(idx.to(torch.int64).numpy().tobytes())
+    h.update(colours.numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _frame(
@@ -474,9 +482,9 @@ def _prepare(sketch: ImageInput, hints: HintLayer | ImageInput | None, bundle: M
 
 
 def _finish(
-    x0: torch.Tensor, prep: _Prepared, bundle: ModelBundle, flat: bool, hint_regions: bool = True
-) -> tuple[Image.Image, Image.Image]:
-    """Model output (1, C, h', w') -> (output image, colour layer) at the sketch's size."""
+    x0: torch.Tensor, prep: _Prepared, bundle: ModelBundle, flat: bool, hint_regions: bool, keep_flats: bool
+) -> tuple[Image.Image, Image.Image | None]:
+    """Model output (1, C, h', w') -> (output image, colour layer or None) at the sketch's size."""
     # Checked at the working size: everything after it is finite when the model's output is.
     if not torch.isfinite(x0).all():
         raise ImageError("the model produced non-finite values; the checkpoint may be corrupt or diverged")
@@ -490,7 +498,8 @@ def _finish(
     colour = carry_to_full_size(
         lab_small, crop_to(prep.sketch_small, prep.small), prep.sketch_l, flat=flat, hints=hints
     )
-    return Image.fromarray(compose_u8(colour, prep.sketch_u8)), Image.fromarray(compose_u8(colour, None))
+    flats = Image.fromarray(compose_u8(colour, None)) if keep_flats else None
+    return Image.fromarray(compose_u8(colour, prep.sketch_u8)), flats
 
 
 def _record(
@@ -531,6 +540,7 @@ def colorize(
     num_samples: int = 1,
     flat: bool = False,
     hint_regions: bool = True,
+    keep_flats: bool = False,
     keep_steps: bool = False,
     callback: StepCallback | None = None,
 ) -> ColorizeResult:
@@ -549,6 +559,7 @@ def colorize(
             flattens only regions the model already coloured uniformly.
         hint_regions: Give each closed line-enclosed region that holds hints the mean colour of
             its hints (the model colours the rest); False lets the model colour everything.
+        keep_flats: Also return the colour layers without lines (``result.flats``).
         keep_steps: Keep each step's x0 estimate as a small picture (``result.frames``).
         callback: Per-step progress callback.
 
@@ -580,9 +591,10 @@ def colorize(
     )
     images, flats, records = [], [], []
     for i in range(num_samples):
-        image, colour = _finish(x0[i : i + 1], prep, bundle, flat, hint_regions)
+        image, colour = _finish(x0[i : i + 1], prep, bundle, flat, hint_regions, keep_flats)
         images.append(image)
-        flats.append(colour)
+        if colour is not None:
+            flats.append(colour)
         records.append(
             {
                 **_record(prep, bundle, sample_config, seed + i, flat, hint_regions),
@@ -612,6 +624,7 @@ def colorize_batch(
     *,
     flat: bool = False,
     hint_regions: bool = True,
+    keep_flats: bool = False,
     callback: StepCallback | None = None,
 ) -> list[ColorizeResult]:
     """Colourise several sketches, running the network on as many of them at once as fit together.
@@ -628,6 +641,7 @@ def colorize_batch(
         seeds: One seed per sketch (default: 0, 1, 2, ...).
         flat: Clean flats (see :func:`colorize`).
         hint_regions: Hinted closed regions take their hint colour (see :func:`colorize`).
+        keep_flats: Also return the colour layers without lines.
         callback: Per-step progress callback (called per step of each batch).
 
     Returns:
@@ -647,13 +661,15 @@ def colorize_batch(
         gens = [torch.Generator("cpu").manual_seed(int(seeds[i])) for i in members]
         x0 = sample(bundle, cond, sample_config, gens, callback=callback).float().cpu()
         for j, i in enumerate(members):
-            image, colour = _finish(x0[j : j + 1], preps[i], bundle, flat, hint_regions)
+            image, colour = _finish(x0[j : j + 1], preps[i], bundle, flat, hint_regions, keep_flats)
             record = {
                 **_record(preps[i], bundle, sample_config, seeds[i], flat, hint_regions),
                 "sample_index": 0,
                 "num_samples": 1,
             }
-            results[i] = ColorizeResult([image], [colour], [record], preps[i].layer, [[]])
+            results[i] = ColorizeResult(
+                [image], [colour] if colour is not None else [], [record], preps[i].layer, [[]]
+            )
     return [r for r in results if r is not None]
 
 

@@ -308,7 +308,14 @@ def _run_chunk(chunk: list[Entry], job: Any, bundle: Any, overwrite: bool, color
     seeds = [r[0].seed + j for r in ready for j in range(n)]
     try:
         results = colorize_batch(
-            sketches, layers, bundle, job.sample, seeds, flat=job.flat, hint_regions=job.hint_regions
+            sketches,
+            layers,
+            bundle,
+            job.sample,
+            seeds,
+            flat=job.flat,
+            hint_regions=job.hint_regions,
+            keep_flats=job.save_flats,
         )
     except SketchcolorError as exc:
         if len(ready) == 1:
@@ -322,7 +329,7 @@ def _run_chunk(chunk: list[Entry], job: Any, bundle: Any, overwrite: bool, color
         merged = dataclasses.replace(
             group[0],
             images=[r.image for r in group],
-            flats=[r.flats[0] for r in group],
+            flats=[f for r in group for f in r.flats],
             records=[{**r.record, "sample_index": j, "num_samples": n} for j, r in enumerate(group)],
         )
         try:

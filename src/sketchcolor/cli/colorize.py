@@ -285,7 +285,7 @@ def run_job(
     sketch_rgb, layer = load_inputs(sketch, job)
     result = colorize(
         sketch_rgb, layer, bundle, job.sample, seed, num_samples=job.num_samples, flat=job.flat,
-        hint_regions=job.hint_regions,
+        hint_regions=job.hint_regions, keep_flats=job.save_flats,
         keep_steps=save_steps is not None, callback=callback,
     )  # fmt: skip
     return save_outputs(
