@@ -4,12 +4,12 @@ import torch
 from sketchcolor.color import lab_to_rgb, lightness
 from sketchcolor.compose import (
     carry_to_full_size,
-    compose_u8,
     interior_weight,
+    region_colours,
     remove_lines,
+    render_u8,
     sketch_lightness,
     sketch_lightness_u8,
-    snap_to_regions,
 )
 
 
@@ -51,13 +51,14 @@ def test_snap_gives_uniform_regions_their_interior_mean():
     lab_small[:, 0, :, :8] = 60.0
     lab_small[:, 0, :, 8:] = 30.0
     lab_small[:, 0, :, 7:9] = 45.0  # colour bled across the line near the boundary
-    rgb_full = torch.full((1, 3, 64, 64), 0.5)
-    out = snap_to_regions(rgb_full, sketch_full, lab_small, _interior(small_l))
+    regions = region_colours(lab_small, sketch_full, _interior(small_l))
+    grey = torch.full((1, 3, 16, 16), 0.5)
+    out = torch.from_numpy(render_u8(grey, (64, 64), regions=regions)).permute(2, 0, 1).float() / 255
     left = lab_to_rgb(torch.tensor([60.0, 0.0, 0.0]).view(1, 3, 1, 1)).flatten()
     right = lab_to_rgb(torch.tensor([30.0, 0.0, 0.0]).view(1, 3, 1, 1)).flatten()
-    assert torch.allclose(out[0, :, 10, :30], left.view(3, 1).expand(3, 30), atol=1e-5)
-    assert torch.allclose(out[0, :, 10, 34:], right.view(3, 1).expand(3, 30), atol=1e-5)
-    assert torch.allclose(out[0, :, 10, 32], torch.full((3,), 0.5))  # line pixels keep their colour
+    assert torch.allclose(out[:, 10, :30], left.view(3, 1).expand(3, 30), atol=1 / 255)
+    assert torch.allclose(out[:, 10, 34:], right.view(3, 1).expand(3, 30), atol=1 / 255)
+    assert torch.allclose(out[:, 10, 32], torch.full((3,), 0.5), atol=1 / 255)  # lines keep the smooth colour
 
 
 def test_non_uniform_region_kept_smooth_unless_flat():
@@ -65,11 +66,12 @@ def test_non_uniform_region_kept_smooth_unless_flat():
     lab_small = torch.zeros(1, 3, 8, 8)
     lab_small[:, 0] = 50.0
     lab_small[:, 1] = torch.linspace(-60, 60, 8).view(1, 1, 8)
-    rgb_full = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    kept = snap_to_regions(rgb_full.clone(), sketch_full, lab_small, torch.ones(1, 1, 8, 8))
-    assert torch.equal(kept, rgb_full)
-    flat = snap_to_regions(rgb_full.clone(), sketch_full, lab_small, torch.ones(1, 1, 8, 8), flat=True)
-    assert len(torch.unique(flat[0, 0])) == 1
+    smooth = lab_to_rgb(lab_small)
+    kept = region_colours(lab_small, sketch_full, torch.ones(1, 1, 8, 8))
+    assert not kept.snap.any()
+    assert np.array_equal(render_u8(smooth, (32, 32), regions=kept), render_u8(smooth, (32, 32)))
+    flat = region_colours(lab_small, sketch_full, torch.ones(1, 1, 8, 8), flat=True)
+    assert len(np.unique(render_u8(smooth, (32, 32), regions=flat).reshape(-1, 3), axis=0)) == 1
 
 
 def test_closed_hinted_region_takes_hint_colour_border_region_does_not():
@@ -85,24 +87,29 @@ def test_closed_hinted_region_takes_hint_colour_border_region_does_not():
     mask[..., 15, 15] = 1
     rgb[..., 2, 2] = torch.tensor([0.0, 0.0, 1.0]).view(1, 3)  # blue hint in the open background
     mask[..., 2, 2] = 1
-    out = snap_to_regions(
-        torch.zeros(1, 3, 32, 32), sketch_l, lab_small, _interior(sketch_l), hints=(rgb, mask)
-    )
-    assert torch.allclose(out[0, :, 12, 12], torch.tensor([1.0, 0.0, 0.0]), atol=1e-3)
-    grey = lab_to_rgb(torch.tensor([50.0, 0.0, 0.0]).view(1, 3, 1, 1)).flatten()
-    assert torch.allclose(out[0, :, 2, 30], grey, atol=1e-5)  # background keeps the model's colour
+    regions = region_colours(lab_small, sketch_l, _interior(sketch_l), hints=(rgb, mask))
+    out = render_u8(torch.zeros(1, 3, 32, 32), (32, 32), regions=regions)
+    assert out[12, 12].tolist() == [255, 0, 0]
+    grey = (lab_to_rgb(torch.tensor([50.0, 0.0, 0.0]).view(1, 3, 1, 1)).flatten() * 255 + 0.5).to(torch.uint8)
+    assert out[2, 30].tolist() == grey.tolist()  # the open background keeps the model's colour
 
 
-def test_carry_to_full_size_and_compose_u8():
+def test_carry_to_full_size_multiplies_lines():
     small = torch.zeros(1, 3, 16, 16)
     small[:, 0] = 70.0
-    rgb = carry_to_full_size(small, torch.ones(1, 1, 16, 16), _two_regions(64), flat=True)
-    assert rgb.shape == (1, 3, 64, 64)
     sketch_u8 = torch.full((1, 3, 64, 64), 255, dtype=torch.uint8)
     sketch_u8[..., 32] = 51
-    out = compose_u8(rgb, sketch_u8)
-    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
-    assert (out[:, 32] <= 51).all()
-    assert np.array_equal(
-        compose_u8(rgb, None), (rgb[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    picture, flats = carry_to_full_size(
+        small, torch.ones(1, 1, 16, 16), _two_regions(64), sketch_u8, flat=True, keep_flats=True
     )
+    assert picture.shape == flats.shape == (64, 64, 3) and picture.dtype == np.uint8
+    assert (picture[:, 32] <= 51).all()
+    assert np.array_equal(picture[:, :30], flats[:, :30])  # white paper: the colour itself
+
+
+def test_banded_upscaling_equals_bilinear():
+    small = torch.rand(1, 3, 7, 5, generator=torch.Generator().manual_seed(1))
+    ours = render_u8(small, (1100, 37))  # more rows than one band
+    ref = torch.nn.functional.interpolate(small, size=(1100, 37), mode="bilinear", align_corners=False)
+    ref = (ref[0].permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    assert np.abs(ours.astype(int) - ref.astype(int)).max() <= 1

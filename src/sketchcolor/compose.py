@@ -9,13 +9,14 @@ white; so this module works with the line-enclosed regions themselves:
 1. :func:`remove_lines` — at the working size, replace the colour under line pixels by the colour of
    the nearby paper (normalised convolution), so the colour layer carries no blurred lines.
 2. The cleaned colours are converted to sRGB at the working size and upscaled bilinearly.
-3. :func:`snap_to_regions` — label the regions enclosed by the full-resolution lines and give each
+3. :func:`region_colours` — label the regions enclosed by the full-resolution lines and give each
    region one colour: the mean of the model's colours sampled inside it, away from lines (where
    no colour bleeds across a line). Closed regions holding user hints take the hints' mean colour.
    A region whose colour varies a lot (an open outline that merges areas, or real shading) keeps
    the smooth colour unless flats are asked for.
-4. :func:`compose_u8` — lay the original sketch over the colour (multiply) and round to 8 bits, so
-   every line pixel is at least as dark as in the input, at any output size.
+4. :func:`render_u8` — upscale, paint the snapped regions, lay the original sketch over the colour
+   (multiply) and round to 8 bits, band by band, so every line pixel is at least as dark as in the
+   input, at any output size.
 
 Full-size work is kept to a few passes over the pixels: region statistics are gathered from the
 working-size samples (one per working pixel), region colours are looked up per pixel, and the
@@ -24,6 +25,8 @@ within a couple of seconds and gigabytes. Imports ``color`` and ``conditioning``
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
@@ -114,13 +117,6 @@ def remove_lines(lab: torch.Tensor, sketch_l: torch.Tensor, sigma: float = 1.5) 
     return w * lab + (1 - w) * filled
 
 
-def upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upscaling (N, C, h, w) -> (N, C, H, W); identity when the size already matches."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
 def _sample_positions(full: int, small: int) -> torch.Tensor:
     """Full-size row (or column) index of the centre of each working-size pixel."""
     return (
@@ -128,41 +124,53 @@ def _sample_positions(full: int, small: int) -> torch.Tensor:
     )
 
 
-def snap_to_regions(
-    rgb_full: torch.Tensor,
-    sketch_l_full: torch.Tensor,
+@dataclasses.dataclass(frozen=True)
+class Regions:
+    """Line-enclosed regions of a full-size sketch and the colour chosen for each.
+
+    Attributes:
+        labels: (H, W) int32 region of every pixel (0 on lines).
+        snap: (K,) whether region k is painted with one colour.
+        rgb: (3, K) that colour, sRGB in [0, 1].
+    """
+
+    labels: torch.Tensor
+    snap: torch.Tensor
+    rgb: torch.Tensor
+
+
+def region_colours(
     lab_small: torch.Tensor,
+    sketch_l_full: torch.Tensor,
     interior_small: torch.Tensor,
     *,
     flat: bool = False,
     max_std: float = SNAP_MAX_STD,
     hints: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Give each line-enclosed region of the full-size sketch one colour.
+) -> Regions:
+    """Choose one colour per line-enclosed region of the full-size sketch.
 
     Region statistics come from the working-size samples: each working pixel's centre falls in
     one full-size region, and only samples at least one working pixel away from lines count
-    (``interior_small``). A region holding user hints takes the mean colour of its hints (the
-    classical flat fill), unless it touches the image border: an outline with a gap merges the
-    background with the shape, and there the model's colours are kept.
+    (``interior_small``). A region is snapped when its samples are uniform (or ``flat``). A region
+    holding user hints takes the mean colour of its hints (the classical flat fill), unless it
+    touches the image border: an outline with a gap merges the background with the shape, and
+    there the model's colours are kept.
 
     Args:
-        rgb_full: (1, 3, H, W) upscaled sRGB colours (modified in place and returned).
-        sketch_l_full: (1, 1, H, W) full-size sketch lightness.
         lab_small: (1, 3, h, w) the model's colours (lines removed) at the working size.
+        sketch_l_full: (1, 1, H, W) full-size sketch lightness.
         interior_small: (1, 1, h, w) sample weights, 0 within one working pixel of a line.
         flat: Snap every region that has samples (clean flats), not only uniform ones.
         max_std: Uniformity threshold (see :data:`SNAP_MAX_STD`).
         hints: Optional full-size hints (``rgb`` (1, 3, H, W) in [0, 1], ``mask`` (1, 1, H, W)).
 
     Returns:
-        ``rgb_full`` with snapped regions; line pixels and unsampled regions keep their colour.
+        The :class:`Regions`; line pixels (region 0) and regions without samples are not snapped.
     """
-    h, w = rgb_full.shape[-2:]
+    h, w = sketch_l_full.shape[-2:]
     labels = torch.from_numpy(label_regions(sketch_l_full[0, 0].numpy()))  # (H, W) int32
     k = int(labels.max()) + 1
-    if k <= 1:
-        return rgb_full
     sh, sw = lab_small.shape[-2:]
     sample_labels = labels[_sample_positions(h, sh)][:, _sample_positions(w, sw)].reshape(-1)
     weight = interior_small.reshape(-1) * (sample_labels > 0)
@@ -182,16 +190,9 @@ def snap_to_regions(
         trusted, hint_lab = _hinted_regions(labels.view(-1), hints, (h, w), k)
         mean_lab = torch.where(trusted, hint_lab, mean_lab)
         snap |= trusted
-    snap[0] = False  # line pixels
-    region_rgb = lab_to_rgb(mean_lab.T.reshape(k, 3, 1, 1)).reshape(k, 3).T.contiguous()
-    # Replace pixels of snapped regions, band by band (bounded temporaries, cache friendly).
-    for top in range(0, h, BAND_ROWS):
-        lab_band = labels[top : top + BAND_ROWS]
-        chosen = snap[lab_band]
-        for c in range(3):
-            band = rgb_full[0, c, top : top + BAND_ROWS]
-            torch.where(chosen, region_rgb[c][lab_band], band, out=band)
-    return rgb_full
+    snap[0] = False  # line pixels keep the smooth colour (the lines go on top anyway)
+    rgb = lab_to_rgb(mean_lab.T.reshape(k, 3, 1, 1)).reshape(k, 3).T.contiguous()
+    return Regions(labels, snap, rgb)
 
 
 def _hinted_regions(
@@ -218,59 +219,90 @@ def _hinted_regions(
     return trusted, means
 
 
+def _bilinear_rows(small: int, full: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source rows and weights of bilinear upscaling (align_corners=False, as F.interpolate)."""
+    src = ((torch.arange(full, dtype=torch.float64) + 0.5) * small / full - 0.5).clamp(min=0.0)
+    lo = src.floor().long().clamp(max=small - 1)
+    hi = (lo + 1).clamp(max=small - 1)
+    return lo, hi, (src - lo).float()
+
+
+def render_u8(
+    rgb_small: torch.Tensor,
+    size: tuple[int, int],
+    *,
+    regions: Regions | None = None,
+    sketch_u8: torch.Tensor | None = None,
+) -> np.ndarray:
+    """The full-size picture as (H, W, 3) uint8, built band by band of rows.
+
+    Each band is the bilinear upscaling of ``rgb_small`` (columns first, at the working height,
+    then rows), with snapped regions painted in their region colour, multiplied by the sketch
+    (when given) and rounded to 8 bits. No full-size float image is ever held in memory.
+
+    Args:
+        rgb_small: (1, 3, h, w) sRGB colours at the working size.
+        size: Output (H, W).
+        regions: Region colours (:func:`region_colours`), or None for smooth colours only.
+        sketch_u8: (1, 3, H, W) uint8 sketch to multiply over the colour, or None (flats).
+    """
+    h_out, w_out = size
+    cols = F.interpolate(rgb_small, size=(rgb_small.shape[-2], w_out), mode="bilinear", align_corners=False)[
+        0
+    ]
+    lo, hi, frac = _bilinear_rows(rgb_small.shape[-2], h_out)
+    out = np.empty((h_out, w_out, 3), dtype=np.uint8)
+    for top in range(0, h_out, BAND_ROWS):
+        rows = slice(top, min(top + BAND_ROWS, h_out))
+        f = frac[rows].view(1, -1, 1)
+        band = cols[:, lo[rows]] * (1 - f) + cols[:, hi[rows]] * f  # (3, B, W)
+        if regions is not None:
+            lab_band = regions.labels[rows]
+            chosen = regions.snap[lab_band]
+            for c in range(3):
+                torch.where(chosen, regions.rgb[c][lab_band], band[c], out=band[c])
+        band.clamp_(0.0, 1.0)
+        band.mul_(255.0 if sketch_u8 is None else sketch_u8[0, :, rows].float())
+        out[rows] = band.add_(0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    return out
+
+
 def carry_to_full_size(
     lab_small: torch.Tensor,
     sketch_l_small: torch.Tensor,
     sketch_l_full: torch.Tensor,
+    sketch_u8: torch.Tensor | None,
     *,
     flat: bool = False,
     snap: bool = True,
     hints: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """The colour layer at full size, in sRGB (1, 3, H, W), without the lines.
+    keep_flats: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model's colours at full size with the sketch's lines on top, as 8-bit pictures.
 
     Args:
         lab_small: (1, 3, h, w) LAB from the model at the working size.
         sketch_l_small: (1, 1, h, w) sketch lightness at the working size.
         sketch_l_full: (1, 1, H, W) sketch lightness at full size.
+        sketch_u8: (1, 3, H, W) the sketch, multiplied over the colour (None: colour only).
         flat: One colour per line-enclosed region everywhere (clean flats).
         snap: Snap uniform regions to one colour (off: smooth bilinear colours).
         hints: Full-size hints (rgb, mask): closed regions holding hints take their hint colour.
+        keep_flats: Also return the colour layer without lines.
+
+    Returns:
+        (picture (H, W, 3) uint8, colour layer (H, W, 3) uint8 or None).
     """
     size = (int(sketch_l_full.shape[-2]), int(sketch_l_full.shape[-1]))
     clean = remove_lines(lab_small, sketch_l_small)
-    rgb_full = upsample(lab_to_rgb(clean), size).contiguous()
+    regions = None
     if snap or flat:
         interior = -F.max_pool2d(-interior_weight(sketch_l_small), 3, stride=1, padding=1)
-        rgb_full = snap_to_regions(rgb_full, sketch_l_full, clean, interior, flat=flat, hints=hints)
-    return rgb_full.clamp_(0.0, 1.0)
-
-
-def compose_u8(colour_rgb: torch.Tensor, sketch_u8: torch.Tensor | None) -> np.ndarray:
-    """Multiply the sketch over the colour and round to 8 bits: (H, W, 3) uint8, in bands of rows.
-
-    Line pixels therefore never get lighter than in the sketch. With ``sketch_u8`` None the colour
-    layer alone is converted.
-
-    Args:
-        colour_rgb: (1, 3, H, W) float sRGB in [0, 1].
-        sketch_u8: (1, 3, H, W) uint8 sketch, or None.
-    """
-    _, _, h, w = colour_rgb.shape
-    out = np.empty((h, w, 3), dtype=np.uint8)
-    for top in range(0, h, BAND_ROWS):
-        band = colour_rgb[0, :, top : top + BAND_ROWS].clamp(0.0, 1.0)
-        if sketch_u8 is None:
-            band = band * 255.0
-        else:
-            band = band * sketch_u8[0, :, top : top + BAND_ROWS].float()
-        out[top : top + BAND_ROWS] = band.add_(0.5).to(torch.uint8).permute(1, 2, 0).numpy()
-    return out
-
-
-def multiply_lines(colour_rgb: torch.Tensor, sketch_rgb: torch.Tensor) -> torch.Tensor:
-    """Multiply the sketch over the colour (float sRGB): line pixels never get lighter."""
-    return colour_rgb * sketch_rgb
+        regions = region_colours(clean, sketch_l_full, interior, flat=flat, hints=hints)
+    rgb_small = lab_to_rgb(clean)
+    picture = render_u8(rgb_small, size, regions=regions, sketch_u8=sketch_u8)
+    flats = render_u8(rgb_small, size, regions=regions) if keep_flats else None
+    return picture, flats
 
 
 def lab_to_rgb_banded(lab: torch.Tensor) -> torch.Tensor:
@@ -278,4 +310,14 @@ def lab_to_rgb_banded(lab: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(lab)
     for top in range(0, lab.shape[-2], BAND_ROWS):
         out[..., top : top + BAND_ROWS, :] = lab_to_rgb(lab[..., top : top + BAND_ROWS, :])
+    return out
+
+
+def to_u8(rgb: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) float sRGB -> (H, W, 3) uint8, in bands of rows."""
+    _, _, h, w = rgb.shape
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    for top in range(0, h, BAND_ROWS):
+        band = rgb[0, :, top : top + BAND_ROWS].clamp(0.0, 1.0) * 255.0
+        out[top : top + BAND_ROWS] = band.add_(0.5).to(torch.uint8).permute(1, 2, 0).numpy()
     return out

@@ -33,7 +33,7 @@ from PIL import Image
 from . import __version__
 from .checkpoint import ModelBundle, default_model_path, load_checkpoint
 from .color import lab_to_rgb, model_to_lab, rgb_to_lab
-from .compose import carry_to_full_size, compose_u8, lab_to_rgb_banded, sketch_lightness_u8
+from .compose import carry_to_full_size, lab_to_rgb_banded, sketch_lightness_u8, to_u8
 from .conditioning import (
     Conditioning,
     HintLayer,
@@ -165,7 +165,7 @@ def hints_from_image(
     if isinstance(hints, Image.Image):
         rgba_img = to_rgba(hints)
         if (rgba_img.height, rgba_img.width) == tuple(size):
-            return _hints_from_rgba_u8(np.asarray(rgba_img, dtype=np.uint8))
+            return _hints_from_rgba_u8(np.array(rgba_img, dtype=np.uint8))
         rgba = image_to_tensor(rgba_img)
     else:
         rgba = hints if hints.dim() == 4 else hints.unsqueeze(0)
@@ -189,10 +189,13 @@ def _hints_from_rgba_u8(rgba: np.ndarray) -> HintLayer:
     Same rule as :func:`~sketchcolor.conditioning.hints_from_rgba` on 8-bit levels: alpha >= 128
     (0.5) and not every channel >= 248 (0.97).
     """
-    t = torch.from_numpy(rgba.copy()).permute(2, 0, 1).unsqueeze(0)
-    white = (t[:, :3] >= 248).all(dim=1, keepdim=True)
-    mask = ((t[:, 3:] >= 128) & ~white).float()
-    return HintLayer(t[:, :3].float().div_(255.0).mul_(mask), mask)
+    a = torch.from_numpy(rgba)  # (H, W, 4) uint8
+    hinted = (a[..., 3] >= 128) & ~(a[..., :3] >= 248).all(dim=-1)
+    h, w = hinted.shape
+    rgb = torch.zeros(1, 3, h, w)
+    ys, xs = hinted.nonzero(as_tuple=True)  # hints are sparse: touch only hinted pixels
+    rgb[0, :, ys, xs] = a[ys, xs, :3].T.float() / 255.0
+    return HintLayer(rgb, hinted.view(1, 1, h, w).float())
 
 
 def parse_point(text: str) -> tuple[float, float, str, str, tuple[float, float, float]]:
@@ -492,14 +495,14 @@ def _finish(
     if bundle.config.conditioning.mode == "photo":
         ab_full = F.interpolate(lab_small[:, 1:], size=prep.size, mode="bilinear", align_corners=False)
         colour = lab_to_rgb_banded(torch.cat([prep.sketch_l * 100.0, ab_full], dim=1))
-        image = Image.fromarray(compose_u8(colour, None))
+        image = Image.fromarray(to_u8(colour))
         return image, image
     hints = (prep.layer.rgb, prep.layer.mask) if hint_regions and not prep.layer.is_empty else None
-    colour = carry_to_full_size(
-        lab_small, crop_to(prep.sketch_small, prep.small), prep.sketch_l, flat=flat, hints=hints
-    )
-    flats = Image.fromarray(compose_u8(colour, None)) if keep_flats else None
-    return Image.fromarray(compose_u8(colour, prep.sketch_u8)), flats
+    picture, flats = carry_to_full_size(
+        lab_small, crop_to(prep.sketch_small, prep.small), prep.sketch_l, prep.sketch_u8,
+        flat=flat, hints=hints, keep_flats=keep_flats,
+    )  # fmt: skip
+    return Image.fromarray(picture), Image.fromarray(flats) if flats is not None else None
 
 
 def _record(
