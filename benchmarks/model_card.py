@@ -88,6 +88,9 @@ def main() -> None:
     parser.add_argument("--sampler", default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--guidance", type=float, default=None)
+    parser.add_argument("--pin-hints", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--flat", action="store_true", help="clean flats (pipeline flat=True)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--limit", type=int, default=0, help="score only the first N items (sorted)")
     parser.add_argument("--json", type=Path, default=None)
@@ -96,7 +99,12 @@ def main() -> None:
     args = parser.parse_args()
 
     defaults = SampleConfig()
-    sample_config = SampleConfig(sampler=args.sampler or defaults.sampler, steps=args.steps or defaults.steps)
+    sample_config = SampleConfig(
+        sampler=args.sampler or defaults.sampler,
+        steps=args.steps or defaults.steps,
+        guidance=defaults.guidance if args.guidance is None else args.guidance,
+        pin_hints=defaults.pin_hints if args.pin_hints is None else args.pin_hints,
+    )
     bundle = load_model(args.model, "cpu")
     items, _ = find_items(args.data, "paired")
     if args.limit:
@@ -118,8 +126,8 @@ def main() -> None:
             for it, s, t in zip(chunk, sketches, truths, strict=True)
         ]
         seeds = [derive_seed(args.seed, it.name) for it in chunk]
-        with_hints = colorize_batch(sketches, layers, bundle, sample_config, seeds)
-        without = colorize_batch(sketches, [None] * len(chunk), bundle, sample_config, seeds)
+        with_hints = colorize_batch(sketches, layers, bundle, sample_config, seeds, flat=args.flat)
+        without = colorize_batch(sketches, [None] * len(chunk), bundle, sample_config, seeds, flat=args.flat)
         for k, (sketch, truth, layer) in enumerate(zip(sketches, truths, layers, strict=True)):
             outputs = {
                 "model": image_to_tensor(with_hints[k].image),
@@ -159,6 +167,9 @@ def main() -> None:
         "model_digest": bundle.digest,
         "sampler": sample_config.sampler,
         "steps": sample_config.steps,
+        "guidance": sample_config.guidance,
+        "pin_hints": sample_config.pin_hints,
+        "flat": args.flat,
         "hints": "synthetic, 0-8 strokes (HintConfig(max_strokes=8)), seed derive_seed(seed, 'hints/' + stem)",
         "seed": args.seed,
         "seconds": round(time.perf_counter() - started, 1),

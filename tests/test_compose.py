@@ -74,7 +74,7 @@ def test_non_uniform_region_kept_smooth_unless_flat():
     assert len(np.unique(render_u8(smooth, (32, 32), regions=flat).reshape(-1, 3), axis=0)) == 1
 
 
-def test_closed_hinted_region_takes_hint_colour_border_region_does_not():
+def test_hinted_regions_take_their_hint_colours():
     # A closed square (rows/cols 8..23 outlined) inside an open background touching the border.
     sketch_l = torch.ones(1, 1, 32, 32)
     sketch_l[..., 8, 8:24] = sketch_l[..., 23, 8:24] = 0.0
@@ -85,13 +85,44 @@ def test_closed_hinted_region_takes_hint_colour_border_region_does_not():
     mask = torch.zeros(1, 1, 32, 32)
     rgb[..., 15, 15] = torch.tensor([1.0, 0.0, 0.0]).view(1, 3)  # red hint inside the square
     mask[..., 15, 15] = 1
-    rgb[..., 2, 2] = torch.tensor([0.0, 0.0, 1.0]).view(1, 3)  # blue hint in the open background
+    rgb[..., 2, 2] = torch.tensor([0.0, 0.0, 1.0]).view(1, 3)  # blue hint in the background
     mask[..., 2, 2] = 1
     regions = region_colours(lab_small, sketch_l, _interior(sketch_l), hints=(rgb, mask))
     out = render_u8(torch.zeros(1, 3, 32, 32), (32, 32), regions=regions)
     assert out[12, 12].tolist() == [255, 0, 0]
-    grey = (lab_to_rgb(torch.tensor([50.0, 0.0, 0.0]).view(1, 3, 1, 1)).flatten() * 255 + 0.5).to(torch.uint8)
-    assert out[2, 30].tolist() == grey.tolist()  # the open background keeps the model's colour
+    assert out[2, 30].tolist() == [0, 0, 255]
+
+
+def test_region_with_two_hint_colours_is_split_between_them():
+    sketch_l = torch.ones(1, 1, 32, 32)  # one region
+    lab_small = torch.zeros(1, 3, 32, 32)
+    lab_small[:, 0] = 50.0
+    rgb = torch.zeros(1, 3, 32, 32)
+    mask = torch.zeros(1, 1, 32, 32)
+    rgb[..., 16, 2] = torch.tensor([1.0, 0.0, 0.0]).view(1, 3)
+    rgb[..., 16, 29] = torch.tensor([0.0, 1.0, 0.0]).view(1, 3)
+    mask[..., 16, 2] = mask[..., 16, 29] = 1
+    regions = region_colours(lab_small, sketch_l, torch.ones(1, 1, 32, 32), hints=(rgb, mask))
+    out = render_u8(torch.zeros(1, 3, 32, 32), (32, 32), regions=regions)
+    assert out[5, 5].tolist() == [255, 0, 0] and out[5, 26].tolist() == [0, 255, 0]
+
+
+def test_small_gaps_in_outlines_are_closed():
+    # A square whose outline has a 2 px gap: without gap closing it merges with the background.
+    sketch_l = torch.ones(1, 1, 64, 64)
+    sketch_l[..., 16, 16:48] = sketch_l[..., 47, 16:48] = 0.0
+    sketch_l[..., 16:48, 16] = sketch_l[..., 16:48, 47] = 0.0
+    sketch_l[..., 30:32, 16] = 1.0  # the gap
+    lab_small = torch.zeros(1, 3, 64, 64)
+    lab_small[:, 0] = 100.0  # white paper from the model
+    rgb = torch.zeros(1, 3, 64, 64)
+    mask = torch.zeros(1, 1, 64, 64)
+    rgb[..., 32, 32] = torch.tensor([1.0, 0.0, 0.0]).view(1, 3)
+    mask[..., 32, 32] = 1
+    regions = region_colours(lab_small, sketch_l, torch.ones(1, 1, 64, 64), hints=(rgb, mask))
+    out = render_u8(torch.ones(1, 3, 64, 64), (64, 64), regions=regions)
+    assert out[20, 40].tolist() == [255, 0, 0]  # inside the square
+    assert out[5, 5].tolist() == [255, 255, 255]  # the background did not flood
 
 
 def test_carry_to_full_size_multiplies_lines():

@@ -11,7 +11,8 @@ white; so this module works with the line-enclosed regions themselves:
 2. The cleaned colours are converted to sRGB at the working size and upscaled bilinearly.
 3. :func:`region_colours` — label the regions enclosed by the full-resolution lines and give each
    region one colour: the mean of the model's colours sampled inside it, away from lines (where
-   no colour bleeds across a line). Closed regions holding user hints take the hints' mean colour.
+   no colour bleeds across a line). Regions holding user hints are filled with them (nearest hint
+   within the region). Outlines with small gaps are closed first.
    A region whose colour varies a lot (an open outline that merges areas, or real shading) keeps
    the smooth colour unless flats are asked for.
 4. :func:`render_u8` — upscale, paint the snapped regions, lay the original sketch over the colour
@@ -40,6 +41,13 @@ from .conditioning import LINE_LEVEL, label_regions
 SNAP_MAX_STD = 12.0
 #: Rows per band when composing full-resolution images, bounding peak memory.
 BAND_ROWS = 512
+#: Regions are found on the sketch at most this large (long side); larger sketches are
+#: area-downscaled for labelling and the labels are read back by nearest neighbour.
+REGION_MAX_SIZE = 1024
+#: Gaps in outlines up to about twice this many pixels per 128 px of the long side are closed
+#: when finding regions (as the "close gap" option of paint-bucket tools), so a shape whose
+#: outline is not quite closed does not merge with the background.
+GAP_PER_128 = 2.0
 
 
 def _lightness_lut() -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,19 +132,60 @@ def _sample_positions(full: int, small: int) -> torch.Tensor:
     )
 
 
+def label_closed_regions(sketch_l: np.ndarray, gap: float) -> np.ndarray:
+    """Label line-enclosed regions, closing gaps in the outlines up to about ``2 * gap`` pixels.
+
+    Lines are thickened by ``gap`` pixels (a Euclidean distance threshold) before labelling, then
+    the pixels the thickening took are given back to their nearest region, so regions keep their
+    full extent up to the original lines.
+
+    Args:
+        sketch_l: (H, W) lightness in [0, 1].
+        gap: Thickening radius in pixels (0: plain labelling).
+
+    Returns:
+        (H, W) int32 labels, 0 on line pixels, 1..K for regions.
+    """
+    from scipy import ndimage
+
+    lines = sketch_l < LINE_LEVEL
+    if gap < 1:
+        return label_regions(sketch_l)
+    thick = ndimage.distance_transform_edt(~lines) <= gap
+    labels = label_regions(np.where(thick, 0.0, 1.0))
+    if labels.max() == 0:
+        return label_regions(sketch_l)
+    nearest = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
+    labels = labels[nearest[0], nearest[1]]
+    labels[lines] = 0
+    return labels.astype(np.int32)
+
+
 @dataclasses.dataclass(frozen=True)
 class Regions:
-    """Line-enclosed regions of a full-size sketch and the colour chosen for each.
+    """Line-enclosed regions of a sketch and the colour chosen for each.
 
     Attributes:
-        labels: (H, W) int32 region of every pixel (0 on lines).
+        labels: (h, w) int32 region of every pixel of the labelling grid (0 on lines); the grid
+            is the sketch itself, or an area-downscaled copy for sketches over
+            :data:`REGION_MAX_SIZE`.
         snap: (K,) whether region k is painted with one colour.
         rgb: (3, K) that colour, sRGB in [0, 1].
+        hint_rgb: (3, h, w) on the grid, the colour of the nearest hint (sRGB), or None.
+        hint_use: (h, w) bool, where ``hint_rgb`` applies: pixels of hinted regions whose nearest
+            hint lies in their own region (so a region hinted with two colours is split between
+            them, as the user drew), or None.
     """
 
     labels: torch.Tensor
     snap: torch.Tensor
     rgb: torch.Tensor
+    hint_rgb: torch.Tensor | None = None
+    hint_use: torch.Tensor | None = None
+
+    def labels_at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Labels at full-size pixel rows and columns (nearest grid pixel)."""
+        return self.labels[rows][:, cols]
 
 
 def region_colours(
@@ -153,9 +202,9 @@ def region_colours(
     Region statistics come from the working-size samples: each working pixel's centre falls in
     one full-size region, and only samples at least one working pixel away from lines count
     (``interior_small``). A region is snapped when its samples are uniform (or ``flat``). A region
-    holding user hints takes the mean colour of its hints (the classical flat fill), unless it
-    touches the image border: an outline with a gap merges the background with the shape, and
-    there the model's colours are kept.
+    holding user hints is filled with them: each pixel takes the colour of the nearest hint in
+    its region (the classical flat fill, split between several hint colours). Regions are
+    labelled with small outline gaps closed (:func:`label_closed_regions`).
 
     Args:
         lab_small: (1, 3, h, w) the model's colours (lines removed) at the working size.
@@ -168,8 +217,14 @@ def region_colours(
     Returns:
         The :class:`Regions`; line pixels (region 0) and regions without samples are not snapped.
     """
-    h, w = sketch_l_full.shape[-2:]
-    labels = torch.from_numpy(label_regions(sketch_l_full[0, 0].numpy()))  # (H, W) int32
+    full_h, full_w = sketch_l_full.shape[-2:]
+    grid_l = sketch_l_full
+    if max(full_h, full_w) > REGION_MAX_SIZE:
+        scale = REGION_MAX_SIZE / max(full_h, full_w)
+        grid_l = F.interpolate(sketch_l_full, size=(round(full_h * scale), round(full_w * scale)), mode="area")
+    h, w = grid_l.shape[-2:]
+    gap = GAP_PER_128 * max(h, w) / 128.0
+    labels = torch.from_numpy(label_closed_regions(grid_l[0, 0].numpy(), gap))  # (h, w) int32
     k = int(labels.max()) + 1
     sh, sw = lab_small.shape[-2:]
     sample_labels = labels[_sample_positions(h, sh)][:, _sample_positions(w, sw)].reshape(-1)
@@ -186,35 +241,57 @@ def region_colours(
     std = (sq / w_sum.clamp(min=1e-6) - mean_lab**2).clamp(min=0).sum(0).sqrt()
     sampled = w_sum > 1e-6
     snap = sampled & (torch.ones_like(sampled) if flat else std <= max_std)
+    hint_rgb = hint_use = None
     if hints is not None:
-        trusted, hint_lab = _hinted_regions(labels.view(-1), hints, (h, w), k)
+        trusted, hint_lab = _hinted_regions(labels, hints, k)
         mean_lab = torch.where(trusted, hint_lab, mean_lab)
         snap |= trusted
+        hint_rgb, hint_use = _nearest_hints(labels, hints, trusted)
     snap[0] = False  # line pixels keep the smooth colour (the lines go on top anyway)
     rgb = lab_to_rgb(mean_lab.T.reshape(k, 3, 1, 1)).reshape(k, 3).T.contiguous()
-    return Regions(labels, snap, rgb)
+    return Regions(labels, snap, rgb, hint_rgb, hint_use)
+
+
+def _nearest_hints(
+    labels: torch.Tensor, hints: tuple[torch.Tensor, torch.Tensor], trusted: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per grid pixel: the colour of the nearest hint, and whether it applies (same hinted region)."""
+    from scipy import ndimage
+
+    from .conditioning import resize_hints
+
+    grid_h, grid_w = labels.shape
+    rgb, mask = resize_hints(hints[0], hints[1], (grid_h, grid_w))
+    hinted = mask[0, 0] > 0
+    nearest = ndimage.distance_transform_edt(~hinted.numpy(), return_distances=False, return_indices=True)
+    ny, nx = torch.from_numpy(nearest[0]), torch.from_numpy(nearest[1])
+    hint_rgb = rgb[0][:, ny, nx]
+    own = labels[ny, nx] == labels
+    use = own & trusted[labels] & (labels > 0)
+    return hint_rgb, use
 
 
 def _hinted_regions(
-    labels: torch.Tensor, hints: tuple[torch.Tensor, torch.Tensor], size: tuple[int, int], k: int
+    labels: torch.Tensor, hints: tuple[torch.Tensor, torch.Tensor], k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Regions (not touching the border) that hold hints, and their mean hint LAB (3, k)."""
+    """Regions that hold hints, and their mean hint LAB (3, k).
+
+    ``labels`` is the labelling grid; full-size hint pixels are mapped onto it.
+    """
     rgb, mask = hints
-    idx = mask.reshape(-1).nonzero().squeeze(1)
+    full_h, full_w = mask.shape[-2:]
+    grid_h, grid_w = labels.shape
     trusted = torch.zeros(k, dtype=torch.bool)
     means = torch.zeros(3, k, dtype=torch.float32)
-    if idx.numel() == 0:
+    ys, xs = mask[0, 0].nonzero(as_tuple=True)
+    if ys.numel() == 0:
         return trusted, means
-    lab = rgb_to_lab(rgb.reshape(3, -1)[:, idx].reshape(1, 3, 1, -1)).reshape(3, -1)
-    lbl = labels[idx]
+    lab = rgb_to_lab(rgb[0][:, ys, xs].reshape(1, 3, 1, -1)).reshape(3, -1)
+    lbl = labels[ys * grid_h // full_h, xs * grid_w // full_w]
     count = torch.bincount(lbl, minlength=k).float()
     for c in range(3):
         means[c] = torch.bincount(lbl, weights=lab[c], minlength=k) / count.clamp(min=1)
-    h, w = size
-    grid = labels.view(h, w)
-    border = torch.unique(torch.cat([grid[0], grid[-1], grid[:, 0], grid[:, -1]])).long()
     trusted = count > 0
-    trusted[border] = False
     trusted[0] = False
     return trusted, means
 
@@ -251,16 +328,24 @@ def render_u8(
         0
     ]
     lo, hi, frac = _bilinear_rows(rgb_small.shape[-2], h_out)
+    if regions is not None:
+        grid_h, grid_w = regions.labels.shape
+        grid_rows = torch.arange(h_out) * grid_h // h_out
+        grid_cols = torch.arange(w_out) * grid_w // w_out
     out = np.empty((h_out, w_out, 3), dtype=np.uint8)
     for top in range(0, h_out, BAND_ROWS):
         rows = slice(top, min(top + BAND_ROWS, h_out))
         f = frac[rows].view(1, -1, 1)
         band = cols[:, lo[rows]] * (1 - f) + cols[:, hi[rows]] * f  # (3, B, W)
         if regions is not None:
-            lab_band = regions.labels[rows]
+            lab_band = regions.labels_at(grid_rows[rows], grid_cols)
             chosen = regions.snap[lab_band]
             for c in range(3):
                 torch.where(chosen, regions.rgb[c][lab_band], band[c], out=band[c])
+            if regions.hint_rgb is not None and regions.hint_use is not None:
+                use = regions.hint_use[grid_rows[rows]][:, grid_cols]
+                for c in range(3):
+                    torch.where(use, regions.hint_rgb[c][grid_rows[rows]][:, grid_cols], band[c], out=band[c])
         band.clamp_(0.0, 1.0)
         band.mul_(255.0 if sketch_u8 is None else sketch_u8[0, :, rows].float())
         out[rows] = band.add_(0.5).to(torch.uint8).permute(1, 2, 0).numpy()

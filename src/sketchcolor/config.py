@@ -407,6 +407,8 @@ class SampleConfig:
         eta: DDIM stochasticity: 0 is deterministic, 1 matches DDPM's posterior variance.
         guidance: Classifier-free guidance scale on the hints; 1 disables guidance.
         spacing: How the timestep list is spread over [0, T): ``"trailing"`` always starts at T-1.
+        pin_hints: Hold hinted pixels at their hint colour in every x0 estimate (line-art models),
+            so the rest of the picture is denoised around the colours the user gave.
     """
 
     sampler: SamplerName = "ddim"
@@ -414,6 +416,7 @@ class SampleConfig:
     eta: float = 0.0
     guidance: float = 1.0
     spacing: Spacing = "trailing"
+    pin_hints: bool = False
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")

@@ -32,7 +32,7 @@ from PIL import Image
 
 from . import __version__
 from .checkpoint import ModelBundle, default_model_path, load_checkpoint
-from .color import lab_to_rgb, model_to_lab, rgb_to_lab
+from .color import lab_to_model, lab_to_rgb, model_to_lab, rgb_to_lab
 from .compose import carry_to_full_size, lab_to_rgb_banded, sketch_lightness_u8, to_u8
 from .conditioning import (
     Conditioning,
@@ -305,6 +305,20 @@ def clamp_hook(
     return hook
 
 
+def pin_hook(
+    inner: Callable[[torch.Tensor, int], torch.Tensor], cond: Conditioning, color: ColorConfig, device: torch.device
+) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """An x0 hook that, after ``inner``, sets hinted pixels to their hint colour (model space)."""
+    target = lab_to_model(cond.hint_lab, color).to(device)
+    mask = cond.hint_mask.to(device)
+
+    def hook(x0: torch.Tensor, t: int) -> torch.Tensor:
+        x0 = inner(x0, t)
+        return x0 * (1 - mask) + target * mask
+
+    return hook
+
+
 def item_generators(seed: int, count: int) -> list[torch.Generator]:
     """One CPU generator per sample: sample i uses seed + i, so results do not depend on batching."""
     return [torch.Generator("cpu").manual_seed(int(seed) + i) for i in range(count)]
@@ -351,6 +365,8 @@ def sample(
     noise = noise.contiguous(memory_format=memory_format)
     timesteps = bundle.schedule.timesteps(sample_config.steps, sample_config.spacing)
     hook = clamp_hook(config.color, config.conditioning)
+    if sample_config.pin_hints and config.conditioning.mode == "lineart" and bool(cond.hint_mask.any()):
+        hook = pin_hook(hook, cond, config.color, device)
     with torch.inference_mode(), autocast(device):
         if sample_config.sampler == "ddpm":
             return sample_ddpm(
