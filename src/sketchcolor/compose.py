@@ -372,7 +372,7 @@ def carry_to_full_size(
         sketch_u8: (1, 3, H, W) the sketch, multiplied over the colour (None: colour only).
         flat: One colour per line-enclosed region everywhere (clean flats).
         snap: Snap uniform regions to one colour (off: smooth bilinear colours).
-        hints: Full-size hints (rgb, mask): closed regions holding hints take their hint colour.
+        hints: Full-size hints (rgb, mask): regions holding hints are filled with them.
         keep_flats: Also return the colour layer without lines.
 
     Returns:

@@ -576,8 +576,8 @@ def colorize(
         num_samples: Variations to draw in one batch.
         flat: One colour per line-enclosed region (clean flats) instead of the default, which
             flattens only regions the model already coloured uniformly.
-        hint_regions: Give each closed line-enclosed region that holds hints the mean colour of
-            its hints (the model colours the rest); False lets the model colour everything.
+        hint_regions: Fill each line-enclosed region that holds hints with them (nearest hint
+            within the region; the model colours the rest); False lets the model colour everything.
         keep_flats: Also return the colour layers without lines (``result.flats``).
         keep_steps: Keep each step's x0 estimate as a small picture (``result.frames``).
         callback: Per-step progress callback.
@@ -659,7 +659,7 @@ def colorize_batch(
         sample_config: Sampler settings.
         seeds: One seed per sketch (default: 0, 1, 2, ...).
         flat: Clean flats (see :func:`colorize`).
-        hint_regions: Hinted closed regions take their hint colour (see :func:`colorize`).
+        hint_regions: Hinted regions are filled with their hints (see :func:`colorize`).
         keep_flats: Also return the colour layers without lines.
         callback: Per-step progress callback (called per step of each batch).
 

@@ -76,7 +76,7 @@ NoHintRegionsOpt = Annotated[
     bool,
     typer.Option(
         "--no-hint-regions",
-        help="Let the model colour hinted regions too (default: a closed region with hints takes their colour).",
+        help="Let the model colour hinted regions too (default: a region with hints is filled with them).",
     ),
 ]
 SaveFlatsOpt = Annotated[
