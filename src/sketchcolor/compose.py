@@ -221,7 +221,9 @@ def region_colours(
     grid_l = sketch_l_full
     if max(full_h, full_w) > REGION_MAX_SIZE:
         scale = REGION_MAX_SIZE / max(full_h, full_w)
-        grid_l = F.interpolate(sketch_l_full, size=(round(full_h * scale), round(full_w * scale)), mode="area")
+        grid_l = F.interpolate(
+            sketch_l_full, size=(round(full_h * scale), round(full_w * scale)), mode="area"
+        )
     h, w = grid_l.shape[-2:]
     gap = GAP_PER_128 * max(h, w) / 128.0
     labels = torch.from_numpy(label_closed_regions(grid_l[0, 0].numpy(), gap))  # (h, w) int32

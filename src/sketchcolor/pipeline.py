@@ -306,7 +306,10 @@ def clamp_hook(
 
 
 def pin_hook(
-    inner: Callable[[torch.Tensor, int], torch.Tensor], cond: Conditioning, color: ColorConfig, device: torch.device
+    inner: Callable[[torch.Tensor, int], torch.Tensor],
+    cond: Conditioning,
+    color: ColorConfig,
+    device: torch.device,
 ) -> Callable[[torch.Tensor, int], torch.Tensor]:
     """An x0 hook that, after ``inner``, sets hinted pixels to their hint colour (model space)."""
     target = lab_to_model(cond.hint_lab, color).to(device)
@@ -535,6 +538,7 @@ def _record(
         "steps": sample_config.steps,
         "eta": sample_config.eta,
         "guidance": sample_config.guidance,
+        "pin_hints": sample_config.pin_hints,
         "spacing": sample_config.spacing,
         "flat": flat,
         "hint_regions": hint_regions,

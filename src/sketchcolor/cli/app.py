@@ -15,6 +15,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .. import __version__
+from ..config import SampleConfig
+
+#: Sampling defaults of every command come from the library's SampleConfig (one source).
+DEFAULTS = SampleConfig()
 
 stderr = Console(stderr=True)
 stdout = Console()
@@ -70,6 +74,10 @@ EtaOpt = Annotated[
 ]
 GuidanceOpt = Annotated[
     float, typer.Option("--guidance", min=0.0, help="Classifier-free guidance scale on the hints; 1 = off.")
+]
+PinHintsOpt = Annotated[
+    bool,
+    typer.Option("--pin-hints/--no-pin-hints", help="Hold hinted pixels at their colour while sampling."),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same picture.")]
 DeviceOpt = Annotated[

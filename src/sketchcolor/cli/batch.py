@@ -29,6 +29,7 @@ import typer
 from .. import __version__
 from ..errors import SketchcolorError
 from .app import (
+    DEFAULTS,
     DeviceOpt,
     EtaOpt,
     FormatOpt,
@@ -36,6 +37,7 @@ from .app import (
     ModelOpt,
     OutputFormat,
     OverwriteOpt,
+    PinHintsOpt,
     QuietOpt,
     Sampler,
     SamplerOpt,
@@ -177,10 +179,11 @@ def batch_cli(
     hints: HintsOpt = None,
     hint: HintOpt = None,
     model: ModelOpt = None,
-    steps: StepsOpt = 20,
-    sampler: SamplerOpt = Sampler.ddim,
-    eta: EtaOpt = 0.0,
-    guidance: GuidanceOpt = 1.0,
+    steps: StepsOpt = DEFAULTS.steps,
+    sampler: SamplerOpt = Sampler(DEFAULTS.sampler),
+    eta: EtaOpt = DEFAULTS.eta,
+    guidance: GuidanceOpt = DEFAULTS.guidance,
+    pin_hints: PinHintsOpt = DEFAULTS.pin_hints,
     seed: SeedOpt = 0,
     num_samples: Annotated[
         int,
@@ -212,7 +215,7 @@ def batch_cli(
 
     shard_i, shard_n = parse_shard(shard)
     job = make_job(
-        steps=steps, sampler=sampler, eta=eta, guidance=guidance, hints=hints, points=hint,
+        steps=steps, sampler=sampler, eta=eta, guidance=guidance, pin_hints=pin_hints, hints=hints, points=hint,
         hint_radius=hint_radius, hints_in_sketch=hints_in_sketch, stretch=stretch_hints, flat=flat,
         hint_regions=not no_hint_regions,
         save_flats=save_flats, save_hints=save_hints, num_samples=num_samples, model=model,
@@ -242,7 +245,7 @@ def batch_cli(
     )
     params = {
         "sampler": job.sample.sampler, "steps": job.sample.steps, "eta": job.sample.eta,
-        "guidance": job.sample.guidance, "flat": flat, "hint_regions": job.hint_regions, "num_samples": num_samples, "base_seed": seed,
+        "guidance": job.sample.guidance, "pin_hints": job.sample.pin_hints, "flat": flat, "hint_regions": job.hint_regions, "num_samples": num_samples, "base_seed": seed,
         "shard": f"{shard_i}/{shard_n}", "model": str(model) if model else None,
         "sketchcolor_version": __version__,
     }  # fmt: skip

@@ -23,6 +23,7 @@ import typer
 
 from ..errors import SketchcolorError
 from .app import (
+    DEFAULTS,
     DeviceOpt,
     EtaOpt,
     FormatOpt,
@@ -31,6 +32,7 @@ from .app import (
     ModelOpt,
     OutputFormat,
     OverwriteOpt,
+    PinHintsOpt,
     QuietOpt,
     Sampler,
     SamplerOpt,
@@ -127,6 +129,7 @@ def make_job(
     eta: float,
     guidance: float,
     hints: list[Path] | None,
+    pin_hints: bool = DEFAULTS.pin_hints,
     points: list[str] | None,
     hint_radius: float | None,
     hints_in_sketch: bool,
@@ -141,7 +144,9 @@ def make_job(
     from ..config import SampleConfig
 
     return ColorJob(
-        sample=SampleConfig(sampler=sampler.value, steps=steps, eta=eta, guidance=guidance),
+        sample=SampleConfig(
+            sampler=sampler.value, steps=steps, eta=eta, guidance=guidance, pin_hints=pin_hints
+        ),
         hints=tuple(hints or ()),
         points=tuple(points or ()),
         hint_radius=hint_radius,
@@ -320,10 +325,11 @@ def colorize_cli(
         ),
     ] = None,
     model: ModelOpt = None,
-    steps: StepsOpt = 20,
-    sampler: SamplerOpt = Sampler.ddim,
-    eta: EtaOpt = 0.0,
-    guidance: GuidanceOpt = 1.0,
+    steps: StepsOpt = DEFAULTS.steps,
+    sampler: SamplerOpt = Sampler(DEFAULTS.sampler),
+    eta: EtaOpt = DEFAULTS.eta,
+    guidance: GuidanceOpt = DEFAULTS.guidance,
+    pin_hints: PinHintsOpt = DEFAULTS.pin_hints,
     seed: SeedOpt = 0,
     num_samples: Annotated[
         int,
@@ -371,6 +377,7 @@ def colorize_cli(
             raise SketchcolorError(f"{sketch}: changed since {from_png} was made (digest differs)")
         job = make_job(
             steps=record["steps"], sampler=Sampler(record["sampler"]), eta=record["eta"], guidance=record["guidance"],
+            pin_hints=record.get("pin_hints", False),
             hints=[Path(p) for p in sources.get("images", []) + sources.get("json", [])],
             points=sources.get("points", []), hint_radius=sources.get("radius"),
             hints_in_sketch=sources.get("in_sketch", False), stretch=sources.get("stretch", False),
@@ -387,7 +394,7 @@ def colorize_cli(
         if sketch is None:
             raise typer.BadParameter("give a SKETCH (or --from-png)", param_hint="'SKETCH'")
         job = make_job(
-            steps=steps, sampler=sampler, eta=eta, guidance=guidance, hints=hints, points=hint,
+            steps=steps, sampler=sampler, eta=eta, guidance=guidance, pin_hints=pin_hints, hints=hints, points=hint,
             hint_radius=hint_radius, hints_in_sketch=hints_in_sketch, stretch=stretch_hints, flat=flat,
             hint_regions=not no_hint_regions, save_flats=save_flats, save_hints=save_hints, num_samples=num_samples, model=model,
         )  # fmt: skip

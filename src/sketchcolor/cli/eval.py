@@ -28,11 +28,13 @@ from typing import Annotated, Any
 import typer
 
 from .app import (
+    DEFAULTS,
     DeviceOpt,
     EtaOpt,
     FormatOpt,
     GuidanceOpt,
     OutputFormat,
+    PinHintsOpt,
     QuietOpt,
     Sampler,
     SamplerOpt,
@@ -177,10 +179,11 @@ def eval_cli(
         Path | None,
         typer.Option("--data", help="Mode B: test set folder with sketch/ and color/ (and optional hints/)."),
     ] = None,
-    steps: StepsOpt = 20,
-    sampler: SamplerOpt = Sampler.ddim,
-    eta: EtaOpt = 0.0,
-    guidance: GuidanceOpt = 1.0,
+    steps: StepsOpt = DEFAULTS.steps,
+    sampler: SamplerOpt = Sampler(DEFAULTS.sampler),
+    eta: EtaOpt = DEFAULTS.eta,
+    guidance: GuidanceOpt = DEFAULTS.guidance,
+    pin_hints: PinHintsOpt = DEFAULTS.pin_hints,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",  # type: ignore[assignment]
     batch_size: Annotated[
@@ -329,7 +332,9 @@ def eval_cli(
             from ..pipeline import load_model
 
             paths: list[Path | None] = [*model] if model else [None]
-            sample_config = SampleConfig(sampler=sampler.value, steps=steps, eta=eta, guidance=guidance)
+            sample_config = SampleConfig(
+                sampler=sampler.value, steps=steps, eta=eta, guidance=guidance, pin_hints=pin_hints
+            )
             hint_config = HintConfig(max_strokes=max_strokes)
             for path in paths:
                 bundle = load_model(path, str(device))
