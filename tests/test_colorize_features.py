@@ -299,3 +299,24 @@ def test_hint_regions_fill_closed_hinted_regions(bundle):
     inside = on[30, 12:18]  # circle interior, away from the hint itself
     assert np.abs(inside - np.array([208, 48, 48])).max() <= 2
     assert not np.array_equal(on, off)
+
+
+def test_pin_hints_holds_hinted_pixels_in_every_estimate(bundle):
+    from sketchcolor.color import lab_to_model
+    from sketchcolor.conditioning import make_conditioning
+    from sketchcolor.pipeline import item_generators, sample
+
+    sketch = torch.ones(1, 1, 32, 32)
+    rgb = torch.zeros(1, 3, 32, 32)
+    mask = torch.zeros(1, 1, 32, 32)
+    rgb[..., 10, 12] = torch.tensor([0.9, 0.2, 0.1]).view(1, 3)
+    mask[..., 10, 12] = 1
+    cond = make_conditioning(sketch, rgb, mask, bundle.config.conditioning)
+    target = lab_to_model(cond.hint_lab, bundle.config.color)[0, :, 10, 12]
+    seen = []
+    sample(bundle, cond, SampleConfig(steps=3, pin_hints=True), item_generators(0, 1), callback=seen.append)
+    assert len(seen) == 3
+    assert all(torch.allclose(info["x0_hat"][0, :, 10, 12].cpu(), target, atol=1e-5) for info in seen)
+    free = []
+    sample(bundle, cond, SampleConfig(steps=3), item_generators(0, 1), callback=free.append)
+    assert not torch.allclose(free[0]["x0_hat"][0, :, 10, 12].cpu(), target, atol=1e-3)
