@@ -146,6 +146,15 @@ def test_save_refuses_overwrite_and_is_atomic(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out.png"]
 
 
+def test_outputs_get_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = save_image(tensor_to_image(torch.rand(1, 3, 2, 2)), tmp_path / "p.png")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_unsupported_output_suffix(tmp_path):
     with pytest.raises(ImageError, match="cannot write '.xyz'"):
         save_image(tensor_to_image(torch.rand(1, 3, 2, 2)), tmp_path / "o.xyz")
