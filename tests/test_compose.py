@@ -90,11 +90,30 @@ def test_hinted_regions_take_their_hint_colours():
     regions = region_colours(lab_small, sketch_l, _interior(sketch_l), hints=(rgb, mask))
     out = render_u8(torch.zeros(1, 3, 32, 32), (32, 32), regions=regions)
     assert out[12, 12].tolist() == [255, 0, 0]
-    assert out[2, 30].tolist() == [0, 0, 255]
+    grey = (lab_to_rgb(torch.tensor([50.0, 0.0, 0.0]).view(1, 3, 1, 1)).flatten() * 255 + 0.5).to(torch.uint8)
+    # The large open background is not flooded with its hint: the model colours it.
+    assert out[2, 30].tolist() == grey.tolist()
+
+
+def test_small_border_region_with_hints_is_filled():
+    sketch_l = torch.ones(1, 1, 32, 32)
+    sketch_l[..., 6, :8] = 0.0
+    sketch_l[..., :6, 7] = 0.0  # a small corner region touching the border
+    lab_small = torch.zeros(1, 3, 32, 32)
+    lab_small[:, 0] = 50.0
+    rgb = torch.zeros(1, 3, 32, 32)
+    mask = torch.zeros(1, 1, 32, 32)
+    rgb[..., 2, 2] = torch.tensor([0.0, 0.0, 1.0]).view(1, 3)
+    mask[..., 2, 2] = 1
+    regions = region_colours(lab_small, sketch_l, torch.ones(1, 1, 32, 32), hints=(rgb, mask))
+    out = render_u8(torch.zeros(1, 3, 32, 32), (32, 32), regions=regions)
+    assert out[0, 0].tolist() == [0, 0, 255]
 
 
 def test_region_with_two_hint_colours_is_split_between_them():
-    sketch_l = torch.ones(1, 1, 32, 32)  # one region
+    sketch_l = torch.ones(1, 1, 32, 32)
+    sketch_l[..., 0, :] = sketch_l[..., -1, :] = 0.0  # a frame: one closed region inside
+    sketch_l[..., :, 0] = sketch_l[..., :, -1] = 0.0
     lab_small = torch.zeros(1, 3, 32, 32)
     lab_small[:, 0] = 50.0
     rgb = torch.zeros(1, 3, 32, 32)

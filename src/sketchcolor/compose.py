@@ -44,6 +44,12 @@ BAND_ROWS = 512
 #: Regions are found on the sketch at most this large (long side); larger sketches are
 #: area-downscaled for labelling and the labels are read back by nearest neighbour.
 REGION_MAX_SIZE = 1024
+#: A region whose colour is within this CIE LAB distance of white paper is painted pure white:
+#: a model unsure of a region regresses towards a faint tint, which on line art is paper.
+PAPER_DISTANCE = 6.0
+#: A hinted region that touches the image border and covers more than this fraction of the image
+#: is taken for the background leaking into an open shape: the model colours it, not the hints.
+BACKGROUND_FRACTION = 0.25
 #: Gaps in outlines up to about twice this many pixels per 128 px of the long side are closed
 #: when finding regions (as the "close gap" option of paint-bucket tools), so a shape whose
 #: outline is not quite closed does not merge with the background.
@@ -243,6 +249,9 @@ def region_colours(
     std = (sq / w_sum.clamp(min=1e-6) - mean_lab**2).clamp(min=0).sum(0).sqrt()
     sampled = w_sum > 1e-6
     snap = sampled & (torch.ones_like(sampled) if flat else std <= max_std)
+    paper = torch.tensor([100.0, 0.0, 0.0]).view(3, 1)
+    near_paper = (mean_lab - paper).norm(dim=0) <= PAPER_DISTANCE
+    mean_lab = torch.where(near_paper & snap, paper, mean_lab)
     hint_rgb = hint_use = None
     if hints is not None:
         trusted, hint_lab = _hinted_regions(labels, hints, k)
@@ -278,7 +287,10 @@ def _hinted_regions(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Regions that hold hints, and their mean hint LAB (3, k).
 
-    ``labels`` is the labelling grid; full-size hint pixels are mapped onto it.
+    ``labels`` is the labelling grid; full-size hint pixels are mapped onto it. A hinted region
+    that touches the border and covers more than :data:`BACKGROUND_FRACTION` of the picture is not
+    trusted: that is the background merged with a shape whose outline is open, and filling it
+    would flood the page with the shape's colour.
     """
     rgb, mask = hints
     full_h, full_w = mask.shape[-2:]
@@ -294,6 +306,11 @@ def _hinted_regions(
     for c in range(3):
         means[c] = torch.bincount(lbl, weights=lab[c], minlength=k) / count.clamp(min=1)
     trusted = count > 0
+    area = torch.bincount(labels.reshape(-1), minlength=k).float()
+    border = torch.unique(torch.cat([labels[0], labels[-1], labels[:, 0], labels[:, -1]])).long()
+    background = torch.zeros(k, dtype=torch.bool)
+    background[border] = area[border] > BACKGROUND_FRACTION * labels.numel()
+    trusted &= ~background
     trusted[0] = False
     return trusted, means
 
