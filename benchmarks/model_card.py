@@ -91,6 +91,9 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--pin-hints", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--flat", action="store_true", help="clean flats (pipeline flat=True)")
+    parser.add_argument(
+        "--no-hint-regions", action="store_true", help="ablation: the model colours hinted regions too"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--limit", type=int, default=0, help="score only the first N items (sorted)")
     parser.add_argument("--json", type=Path, default=None)
@@ -126,7 +129,15 @@ def main() -> None:
             for it, s, t in zip(chunk, sketches, truths, strict=True)
         ]
         seeds = [derive_seed(args.seed, it.name) for it in chunk]
-        with_hints = colorize_batch(sketches, layers, bundle, sample_config, seeds, flat=args.flat)
+        with_hints = colorize_batch(
+            sketches,
+            layers,
+            bundle,
+            sample_config,
+            seeds,
+            flat=args.flat,
+            hint_regions=not args.no_hint_regions,
+        )
         without = colorize_batch(sketches, [None] * len(chunk), bundle, sample_config, seeds, flat=args.flat)
         for k, (sketch, truth, layer) in enumerate(zip(sketches, truths, layers, strict=True)):
             outputs = {
@@ -162,7 +173,9 @@ def main() -> None:
         if s
     }
     result = {
-        "data": str(args.data),
+        "data": args.data.as_posix().split("/data/", 1)[-1]
+        if "/data/" in args.data.as_posix()
+        else str(args.data),
         "items": len(items),
         "model_digest": bundle.digest,
         "sampler": sample_config.sampler,
@@ -170,6 +183,7 @@ def main() -> None:
         "guidance": sample_config.guidance,
         "pin_hints": sample_config.pin_hints,
         "flat": args.flat,
+        "hint_regions": not args.no_hint_regions,
         "hints": "synthetic, 0-8 strokes (HintConfig(max_strokes=8)), seed derive_seed(seed, 'hints/' + stem)",
         "seed": args.seed,
         "seconds": round(time.perf_counter() - started, 1),
