@@ -13,7 +13,6 @@ Imports only :mod:`sketchcolor.errors` from the package.
 from __future__ import annotations
 
 import contextlib
-import io as _io
 import json
 import os
 import tempfile
@@ -308,13 +307,6 @@ def read_png_text(path: str | Path) -> dict[str, str]:
     open_image(path)  # validates: exists, decodes, within the pixel limit
     with Image.open(path) as img:
         return {str(k): str(v) for k, v in getattr(img, "text", {}).items()}
-
-
-def encode_png(img: Image.Image) -> bytes:
-    """Encode ``img`` as PNG bytes (for in-memory round trips and caches)."""
-    buf = _io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def parse_color(text: str) -> tuple[float, float, float]:
