@@ -211,7 +211,7 @@ def batch_cli(
 
         sketchcolor batch pages/ -o coloured/ --hints-dir hints/
     """
-    from ..pipeline import colorize_batch, derive_seed, load_model
+    from ..pipeline import derive_seed, load_model
 
     shard_i, shard_n = parse_shard(shard)
     job = make_job(
@@ -267,7 +267,7 @@ def batch_cli(
         task = progress.add_task("batch", total=len(todo))
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
-            _run_chunk(chunk, job, bundle, overwrite, colorize_batch)
+            _run_chunk(chunk, job, bundle)
             progress.advance(task, len(chunk))
             write_manifest()
     write_manifest()
@@ -291,8 +291,14 @@ def batch_cli(
         raise typer.Exit(1)
 
 
-def _run_chunk(chunk: list[Entry], job: Any, bundle: Any, overwrite: bool, colorize_batch: Any) -> None:
-    """Colourise one chunk; a failing file is recorded and never stops the others."""
+def _run_chunk(chunk: list[Entry], job: Any, bundle: Any) -> None:
+    """Colourise one chunk; a failing file is recorded and never stops the others.
+
+    Outputs of a chunk are replaced: the chunk holds only files whose outputs were incomplete or
+    whose rerun was asked for with --overwrite.
+    """
+    from ..pipeline import colorize_batch
+
     ready = []
     for e in chunk:
         t0 = time.perf_counter()
@@ -325,7 +331,7 @@ def _run_chunk(chunk: list[Entry], job: Any, bundle: Any, overwrite: bool, color
             ready[0][0].status, ready[0][0].error = "failed", exc.message
             return
         for e, *_ in ready:  # find the culprit: run the items one by one
-            _run_chunk([e], job, bundle, overwrite, colorize_batch)
+            _run_chunk([e], job, bundle)
         return
     for k, (e, _, _, t0) in enumerate(ready):
         group = results[k * n : (k + 1) * n]
