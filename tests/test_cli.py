@@ -126,7 +126,7 @@ def _truncated_png(tmp_path):
         ("text", "notes.png: not an image file"),
         ("truncated", "cut.png: corrupt or truncated image"),
         ("pickle", "model.safetensors: is a PyTorch zip/pickle checkpoint"),
-        ("future", "future.safetensors: checkpoint format version 2 is newer"),
+        ("future", f"future.safetensors: checkpoint format version {FORMAT_VERSION + 1} is newer"),
         ("sampler", "Invalid value for '--sampler'"),
         ("missing_model", "nope.safetensors: checkpoint not found"),
         ("missing_hints", "nohints.png: file not found"),

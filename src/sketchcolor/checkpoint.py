@@ -44,8 +44,10 @@ from .models.unet import UNet
 from .schedules import NoiseSchedule
 
 FORMAT_NAME = "sketchcolor"
-#: Version of the checkpoint layout this code writes and the newest it reads.
-FORMAT_VERSION = 1
+#: Newest version of the checkpoint layout this code reads. A file is stamped with the lowest
+#: version that describes it: 1 for models without reference conditioning (readable by every
+#: release), 2 for models with a reference encoder (their config has keys version 1 lacks).
+FORMAT_VERSION = 2
 #: Metadata keys a checkpoint may carry; anything else is refused.
 METADATA_KEYS = frozenset(
     {
@@ -147,7 +149,7 @@ def save_checkpoint(
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in unwrap_model(model).state_dict().items()}
     metadata = {
         "format": FORMAT_NAME,
-        "format_version": str(FORMAT_VERSION),
+        "format_version": str(format_version_for(config)),
         "config": json.dumps(to_dict(config), sort_keys=True),
         "sketchcolor_version": __version__,
         "step": str(int(step)),
@@ -159,6 +161,12 @@ def save_checkpoint(
     with atomic_write(path, overwrite=overwrite) as tmp:
         save_file(state, str(tmp), metadata=metadata)
     return Path(path)
+
+
+def format_version_for(config: ColorizerConfig) -> int:
+    """The lowest ``format_version`` able to describe a model with this config (see
+    :data:`FORMAT_VERSION`)."""
+    return 2 if config.conditioning.reference else 1
 
 
 def _sniff(path: Path) -> None:

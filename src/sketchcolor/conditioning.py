@@ -16,20 +16,26 @@ Conventions (see docs/conventions.md):
   from "a grey hint with a = b = 0".
 * ``fill_lab``/``fill_mask``: the hints spread over each line-enclosed region (present when the
   model's :class:`~sketchcolor.config.ConditioningConfig` asks for ``region_fill``).
+* ``reference_lab``: (N, 3, S, S) LAB of a reference picture letterboxed onto a white square
+  (:func:`letterbox_reference`), and ``reference_mask`` (N,) in {0, 1}: whether item i has one.
+  The reference is not a spatial channel: the network reads it through its reference encoder and
+  cross-attention (:class:`ModelCond`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .color import lab_to_model, rgb_to_lab
-from .config import ColorConfig, ConditioningConfig, HintConfig
+from .config import ColorConfig, ConditioningConfig, HintConfig, ReferenceConfig
 from .errors import HintError
 
 #: A pixel whose every RGB channel is at least this is "white paper" in a hints image: no hint.
@@ -50,6 +56,8 @@ class Conditioning:
         hint_mask: (N, 1, H, W) 1 where hinted, else 0.
         fill_lab: (N, 3, H, W) region-filled hint LAB, or None.
         fill_mask: (N, 1, H, W) 1 where a region received a hint colour, or None.
+        reference_lab: (N, 3, S, S) LAB of the letterboxed reference pictures, or None.
+        reference_mask: (N,) 1 for items that have a reference, 0 for the others, or None.
     """
 
     sketch: torch.Tensor
@@ -57,6 +65,8 @@ class Conditioning:
     hint_mask: torch.Tensor
     fill_lab: torch.Tensor | None = None
     fill_mask: torch.Tensor | None = None
+    reference_lab: torch.Tensor | None = None
+    reference_mask: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n, c, h, w = self.sketch.shape
@@ -68,6 +78,14 @@ class Conditioning:
             raise ValueError(f"hint_mask must be {(n, 1, h, w)}, got {tuple(self.hint_mask.shape)}")
         if (self.fill_lab is None) != (self.fill_mask is None):
             raise ValueError("fill_lab and fill_mask must be given together")
+        if (self.reference_lab is None) != (self.reference_mask is None):
+            raise ValueError("reference_lab and reference_mask must be given together")
+        if self.reference_lab is not None and self.reference_mask is not None:
+            r = self.reference_lab
+            if r.dim() != 4 or r.shape[0] != n or r.shape[1] != 3 or r.shape[2] != r.shape[3]:
+                raise ValueError(f"reference_lab must be ({n}, 3, S, S), got {tuple(r.shape)}")
+            if tuple(self.reference_mask.shape) != (n,):
+                raise ValueError(f"reference_mask must be ({n},), got {tuple(self.reference_mask.shape)}")
 
     @property
     def batch_size(self) -> int:
@@ -78,53 +96,95 @@ class Conditioning:
         """(H, W)."""
         return int(self.sketch.shape[-2]), int(self.sketch.shape[-1])
 
-    def with_region_fill(self) -> Conditioning:
-        """Return a copy with ``fill_lab``/``fill_mask`` computed by :func:`region_fill`."""
-        fill_lab, fill_mask = region_fill(self.sketch, self.hint_lab, self.hint_mask)
+    @property
+    def has_reference(self) -> bool:
+        """Whether any item of the batch has a reference picture."""
+        return self.reference_mask is not None and bool(self.reference_mask.any())
+
+    def with_region_fill(self, gap: float = 0.0) -> Conditioning:
+        """Return a copy with ``fill_lab``/``fill_mask`` computed by :func:`region_fill`.
+
+        Args:
+            gap: Outline gaps up to about twice this many pixels per 128 px of the long side are
+                closed before the regions are found (``ConditioningConfig.region_gap``).
+        """
+        radius = gap * max(self.size) / 128.0
+        fill_lab, fill_mask = region_fill(self.sketch, self.hint_lab, self.hint_mask, gap=radius)
         return dataclasses.replace(self, fill_lab=fill_lab, fill_mask=fill_mask)
 
+    def with_reference(self, reference_lab: torch.Tensor | None) -> Conditioning:
+        """A copy whose items all take ``reference_lab`` (1 or N, 3, S, S), or none (None)."""
+        if reference_lab is None:
+            return dataclasses.replace(self, reference_lab=None, reference_mask=None)
+        n = self.batch_size
+        ref = reference_lab.expand(n, -1, -1, -1) if reference_lab.shape[0] == 1 else reference_lab
+        return dataclasses.replace(self, reference_lab=ref, reference_mask=ref.new_ones(n))
+
     def without_hints(self) -> Conditioning:
-        """The same sketch with every hint removed (the unconditional branch of guidance)."""
+        """The same sketch (and reference) with every hint removed (a branch of guidance)."""
         return self.keep_hints(torch.zeros(self.batch_size, dtype=torch.bool, device=self.sketch.device))
+
+    def without_reference(self) -> Conditioning:
+        """The same sketch and hints with no reference (the other branch of guidance)."""
+        return dataclasses.replace(self, reference_lab=None, reference_mask=None)
 
     def keep_hints(self, keep: torch.Tensor) -> Conditioning:
         """Drop the hints of items where ``keep`` (N,) is False (hint dropout, guidance)."""
         k = keep.to(self.sketch.dtype).view(-1, 1, 1, 1)
         fill_lab = None if self.fill_lab is None else self.fill_lab * k
         fill_mask = None if self.fill_mask is None else self.fill_mask * k
-        return Conditioning(self.sketch, self.hint_lab * k, self.hint_mask * k, fill_lab, fill_mask)
+        return dataclasses.replace(
+            self,
+            hint_lab=self.hint_lab * k,
+            hint_mask=self.hint_mask * k,
+            fill_lab=fill_lab,
+            fill_mask=fill_mask,
+        )
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Conditioning:
         """Move every tensor to ``device``."""
-
-        def mv(x: torch.Tensor | None) -> torch.Tensor | None:
-            return None if x is None else x.to(device, non_blocking=non_blocking)
-
-        return Conditioning(
-            self.sketch.to(device, non_blocking=non_blocking),
-            self.hint_lab.to(device, non_blocking=non_blocking),
-            self.hint_mask.to(device, non_blocking=non_blocking),
-            mv(self.fill_lab),
-            mv(self.fill_mask),  # type: ignore[arg-type]
-        )
+        moved: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            moved[f.name] = None if value is None else value.to(device, non_blocking=non_blocking)
+        return Conditioning(**moved)
 
     @staticmethod
     def cat(items: Sequence[Conditioning]) -> Conditioning:
-        """Concatenate records along the batch axis."""
+        """Concatenate records along the batch axis.
+
+        Items without a reference get a blank one (``reference_mask`` 0) when others have one;
+        all references must share one size.
+        """
 
         def cat_opt(xs: list[torch.Tensor | None]) -> torch.Tensor | None:
             return None if xs[0] is None else torch.cat(xs, dim=0)  # type: ignore[arg-type]
 
+        reference_lab = reference_mask = None
+        with_ref = [c for c in items if c.reference_lab is not None]
+        if with_ref:
+            like = typing.cast(torch.Tensor, with_ref[0].reference_lab)
+            refs, masks = [], []
+            for c in items:
+                if c.reference_lab is None or c.reference_mask is None:
+                    refs.append(like.new_zeros(c.batch_size, *like.shape[1:]))
+                    masks.append(like.new_zeros(c.batch_size))
+                else:
+                    refs.append(c.reference_lab)
+                    masks.append(c.reference_mask)
+            reference_lab, reference_mask = torch.cat(refs), torch.cat(masks)
         return Conditioning(
             torch.cat([c.sketch for c in items]),
             torch.cat([c.hint_lab for c in items]),
             torch.cat([c.hint_mask for c in items]),
             cat_opt([c.fill_lab for c in items]),
             cat_opt([c.fill_mask for c in items]),
+            reference_lab,
+            reference_mask,
         )
 
     def as_channels(self, config: ConditioningConfig, color: ColorConfig) -> torch.Tensor:
-        """The channels the model sees, in the order ``config.channels`` names them.
+        """The spatial channels the model sees, in the order ``config.channels`` names them.
 
         Layout (``ConditioningConfig.channels``): ``sketch`` (scaled to [-1, 1], white = +1),
         ``hint_L, hint_a, hint_b`` (model space, 0 where no hint), ``hint_mask`` (0 or 1), then,
@@ -142,6 +202,76 @@ class Conditioning:
                 raise ValueError("this model needs the region fill; call with_region_fill() first")
             parts += [lab_to_model(self.fill_lab, color) * self.fill_mask, self.fill_mask]
         return torch.cat(parts, dim=1)
+
+    def as_reference(self, config: ConditioningConfig, color: ColorConfig) -> torch.Tensor | None:
+        """The reference input of the network: (N, 4, S, S), or None when no item has one.
+
+        Channels: the reference's L, a, b in model space (0 for items without one) and a constant
+        plane holding ``reference_mask`` (1: this item has a reference). The network ignores the
+        reference of items whose mask is 0, exactly as when None is given.
+
+        Raises:
+            ValueError: A reference is given to a layout without reference conditioning, or at a
+                size other than ``config.reference_size``.
+        """
+        if not self.has_reference:
+            return None
+        if not config.reference:
+            raise ValueError("this model takes no reference picture")
+        ref = typing.cast(torch.Tensor, self.reference_lab)
+        mask = typing.cast(torch.Tensor, self.reference_mask).to(ref.dtype).view(-1, 1, 1, 1)
+        if ref.shape[-1] != config.reference_size:
+            raise ValueError(f"reference must be {config.reference_size} px square, got {ref.shape[-1]}")
+        plane = mask.expand(-1, 1, *ref.shape[-2:])
+        return torch.cat([lab_to_model(ref, color) * mask, plane], dim=1)
+
+    def model_input(self, config: ConditioningConfig, color: ColorConfig) -> ModelCond:
+        """Everything the network is conditioned on, in model space (:class:`ModelCond`)."""
+        return ModelCond(self.as_channels(config, color), self.as_reference(config, color))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCond:
+    """The network's conditioning in model space, as samplers pass it to the denoiser unchanged.
+
+    Attributes:
+        channels: (N, C_cond, H, W) spatial channels concatenated to ``x_t``
+            (:meth:`Conditioning.as_channels`).
+        reference: (N, 4, S, S) reference input (:meth:`Conditioning.as_reference`), or None.
+    """
+
+    channels: torch.Tensor
+    reference: torch.Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.channels.shape[0])
+
+    def to(
+        self, device: torch.device | str, *, memory_format: torch.memory_format = torch.contiguous_format
+    ) -> ModelCond:
+        """Move to ``device`` (spatial tensors in ``memory_format``)."""
+        ref = (
+            None
+            if self.reference is None
+            else self.reference.to(device).contiguous(memory_format=memory_format)
+        )
+        return ModelCond(self.channels.to(device).contiguous(memory_format=memory_format), ref)
+
+    @staticmethod
+    def cat(items: Sequence[ModelCond]) -> ModelCond:
+        """Concatenate along the batch axis; a missing reference becomes a blank one (mask 0)."""
+        refs = [c.reference for c in items]
+        reference = None
+        if any(r is not None for r in refs):
+            like = next(r for r in refs if r is not None)
+            reference = torch.cat(
+                [
+                    r if r is not None else like.new_zeros(c.batch_size, *like.shape[1:])
+                    for r, c in zip(refs, items, strict=True)
+                ]
+            )
+        return ModelCond(torch.cat([c.channels for c in items]), reference)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,8 +400,43 @@ def label_regions(sketch: np.ndarray, line_level: float = LINE_LEVEL) -> np.ndar
     return label(sketch >= line_level, connectivity=1).astype(np.int32)
 
 
+def label_closed_regions(sketch: np.ndarray, gap: float, line_level: float = LINE_LEVEL) -> np.ndarray:
+    """Label line-enclosed regions, closing gaps in the outlines up to about ``2 * gap`` pixels.
+
+    Lines are thickened by ``gap`` pixels (a Euclidean distance threshold) before labelling, then
+    the pixels the thickening took are given back to their nearest region, so regions keep their
+    full extent up to the original lines (the "close gaps" option of paint-bucket tools).
+
+    Args:
+        sketch: (H, W) lightness in [0, 1].
+        gap: Thickening radius in pixels (below 1: plain labelling).
+        line_level: Pixels darker than this are lines.
+
+    Returns:
+        (H, W) int32 labels, 0 on line pixels, 1..K for regions.
+    """
+    from scipy import ndimage
+
+    lines = sketch < line_level
+    if gap < 1:
+        return label_regions(sketch, line_level)
+    thick = ndimage.distance_transform_edt(~lines) <= gap
+    labels = label_regions(np.where(thick, 0.0, 1.0))
+    if labels.max() == 0:
+        return label_regions(sketch, line_level)
+    nearest = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
+    labels = labels[nearest[0], nearest[1]]
+    labels[lines] = 0
+    return labels.astype(np.int32)
+
+
 def region_fill(
-    sketch: torch.Tensor, hint_lab: torch.Tensor, hint_mask: torch.Tensor, line_level: float = LINE_LEVEL
+    sketch: torch.Tensor,
+    hint_lab: torch.Tensor,
+    hint_mask: torch.Tensor,
+    line_level: float = LINE_LEVEL,
+    *,
+    gap: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Give each line-enclosed region the mean LAB of the hints inside it (a classical flat fill).
 
@@ -280,6 +445,8 @@ def region_fill(
         hint_lab: (N, 3, H, W) LAB, 0 where unhinted.
         hint_mask: (N, 1, H, W) in {0, 1}.
         line_level: Line threshold on lightness (see :func:`label_regions`).
+        gap: Close outline gaps up to about twice this many pixels first
+            (:func:`label_closed_regions`).
 
     Returns:
         ``fill_lab`` (N, 3, H, W), 0 outside filled regions, and ``fill_mask`` (N, 1, H, W), 1 in
@@ -292,7 +459,9 @@ def region_fill(
     lab = hint_lab.detach().float().cpu().numpy()
     msk = hint_mask.detach().float().cpu().numpy()
     for i in range(n):
-        labels = label_regions(sk[i, 0], line_level)
+        if not msk[i, 0].any():
+            continue  # no hints: nothing to fill (and no labelling to pay for)
+        labels = label_closed_regions(sk[i, 0], gap, line_level)
         k = int(labels.max()) + 1
         flat = labels.ravel()
         m = msk[i, 0].ravel()
@@ -307,6 +476,36 @@ def region_fill(
         fill_lab[i] = torch.from_numpy(out.reshape(3, h, w)).to(fill_lab)
         fill_mask[i, 0] = torch.from_numpy(has[flat].reshape(h, w).astype(np.float32)).to(fill_mask)
     return fill_lab, fill_mask
+
+
+def normalize_sketch(sketch: torch.Tensor) -> torch.Tensor:
+    """Stretch a sketch's lightness so its paper is white (1) and its darkest lines black (0).
+
+    Light-grey or pencil lines and tinted or scanned paper then look like the inked line art the
+    model and the region logic expect (:data:`LINE_LEVEL`). Per image: the paper level is the 75th
+    percentile of the lightness, the ink level the 0.5th percentile; both come from a 256-bin
+    histogram of at most about 256 x 256 samples, so the cost is one pass over a subsample. An
+    image whose paper and ink differ by less than 0.15 (blank or almost uniform) is returned as is.
+
+    Args:
+        sketch: (N, 1, H, W) lightness in [0, 1].
+
+    Returns:
+        (N, 1, H, W) in [0, 1].
+    """
+    out = []
+    step = max(1, max(sketch.shape[-2:]) // 256)
+    for x in sketch:
+        sample = x[..., ::step, ::step].reshape(-1).float()
+        hist = torch.bincount((sample.clamp(0, 1) * 255).round().long(), minlength=256).double()
+        cdf = hist.cumsum(0) / hist.sum()
+        ink = float(torch.searchsorted(cdf, torch.tensor(0.005, dtype=torch.float64))) / 255.0
+        paper = float(torch.searchsorted(cdf, torch.tensor(0.75, dtype=torch.float64))) / 255.0
+        if paper - ink < 0.15:
+            out.append(x)
+        else:
+            out.append(((x - ink) / (paper - ink)).clamp(0.0, 1.0))
+    return torch.stack(out)
 
 
 def make_conditioning(
@@ -334,7 +533,7 @@ def make_conditioning(
             )
         hint_lab = hints_to_lab(hint_rgb, hint_mask)
     cond = Conditioning(sketch, hint_lab, hint_mask)
-    return cond.with_region_fill() if config.region_fill else cond
+    return cond.with_region_fill(config.region_gap) if config.region_fill else cond
 
 
 # ----------------------------------------------------------------------------------------------
@@ -349,6 +548,7 @@ def sample_training_hints(
     generator: torch.Generator,
     *,
     num_strokes: int | None = None,
+    first_starts: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw synthetic colour hints for one picture from its ground truth.
 
@@ -364,6 +564,9 @@ def sample_training_hints(
         config: The stroke distribution.
         generator: CPU generator.
         num_strokes: Draw exactly this many strokes instead of the random count (hint sweeps).
+        first_starts: Optional flat pixel indices (y * W + x) the first stroke starts from (one
+            drawn at random), e.g. pixels next to a gap in an outline; ignored when none of them
+            is off the lines.
 
     Returns:
         ``hint_rgb`` (3, H, W), 0 where unhinted, and ``hint_mask`` (1, H, W) in {0, 1}.
@@ -387,8 +590,14 @@ def sample_training_hints(
         n_strokes = randint(1, config.max_strokes)
     if len(free) == 0:
         n_strokes = 0
-    for _ in range(n_strokes):
-        start = int(free[randint(0, len(free) - 1)])
+    preferred = None
+    if first_starts is not None and len(first_starts):
+        preferred = first_starts[allowed.flatten()[first_starts]]
+    for k in range(n_strokes):
+        if k == 0 and preferred is not None and len(preferred):
+            start = int(preferred[randint(0, len(preferred) - 1)])
+        else:
+            start = int(free[randint(0, len(free) - 1)])
         y0, x0 = divmod(start, w)
         is_dot = uniform() < config.p_dot
         width = randint(config.min_width, config.max_width)
@@ -418,6 +627,128 @@ def sample_training_hints(
 def drop_hints(p: float, generator: torch.Generator) -> bool:
     """Whether to keep a sample's hints under hint dropout with probability ``p`` (one draw)."""
     return bool(torch.rand((), generator=generator) >= p)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference pictures
+# ----------------------------------------------------------------------------------------------
+
+
+def letterbox(rgb: torch.Tensor, size: int) -> torch.Tensor:
+    """Fit a picture onto a white ``size`` x ``size`` square, aspect kept, centred.
+
+    The long side becomes ``size`` (area filter when shrinking, bilinear when enlarging).
+
+    Args:
+        rgb: (N, 3, H, W) sRGB in [0, 1].
+        size: Side of the square.
+
+    Returns:
+        (N, 3, size, size) sRGB in [0, 1], white around the picture.
+    """
+    h, w = rgb.shape[-2:]
+    scale = size / max(h, w)
+    nh, nw = max(1, min(size, round(h * scale))), max(1, min(size, round(w * scale)))
+    if (nh, nw) != (h, w):
+        mode = "area" if scale < 1 else "bilinear"
+        kwargs = {} if mode == "area" else {"align_corners": False}
+        rgb = F.interpolate(rgb, size=(nh, nw), mode=mode, **kwargs).clamp(0.0, 1.0)
+    out = rgb.new_ones(rgb.shape[0], 3, size, size)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out[:, :, top : top + nh, left : left + nw] = rgb
+    return out
+
+
+def reference_lab_from_rgb(rgb: torch.Tensor, size: int) -> torch.Tensor:
+    """A reference picture as the model takes it: (1, 3, H, W) sRGB -> (1, 3, size, size) LAB.
+
+    The picture is letterboxed onto white paper (:func:`letterbox`); any size or aspect works.
+    """
+    return rgb_to_lab(letterbox(rgb.float(), size))
+
+
+def _tps_grid(src: torch.Tensor, dst: torch.Tensor, size: int) -> torch.Tensor:
+    """Sampling grid of the thin-plate spline mapping output points ``dst`` to input ``src``.
+
+    Both are (K, 2) in [-1, 1] (x, y). Returns (1, size, size, 2) for ``F.grid_sample``
+    (Bookstein 1989: radial basis U(r) = r^2 log r^2 plus an affine part).
+    """
+
+    def basis(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+        return d2 * torch.log(d2.clamp(min=1e-12))
+
+    k = dst.shape[0]
+    ones = torch.ones(k, 1, dtype=torch.float64)
+    p = torch.cat([ones, dst.double()], dim=1)  # (K, 3)
+    system = torch.zeros(k + 3, k + 3, dtype=torch.float64)
+    system[:k, :k] = basis(dst.double(), dst.double())
+    system[:k, k:] = p
+    system[k:, :k] = p.T
+    rhs = torch.zeros(k + 3, 2, dtype=torch.float64)
+    rhs[:k] = src.double()
+    coef = torch.linalg.solve(system, rhs)  # (K + 3, 2)
+    lin = torch.linspace(-1, 1, size, dtype=torch.float64)
+    yy, xx = torch.meshgrid(lin, lin, indexing="ij")
+    pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
+    full = torch.cat([basis(pts, dst.double()), torch.ones(len(pts), 1, dtype=torch.float64), pts], dim=1)
+    return (full @ coef).float().view(1, size, size, 2)
+
+
+def warp_reference(
+    rgb: torch.Tensor, config: ReferenceConfig, size: int, generator: torch.Generator
+) -> torch.Tensor:
+    """A deformed, colour-jittered copy of a picture, to serve as its own reference.
+
+    The picture is letterboxed to ``size``, warped (``config.warp``: a random affine map with a
+    smooth displacement field, or a thin-plate spline; white paper fills what comes in from
+    outside), and its lightness contrast and saturation are changed by up to ``config.jitter``.
+    Every draw comes from ``generator`` in a fixed order.
+
+    Args:
+        rgb: (3, H, W) sRGB in [0, 1].
+        config: Warp and jitter ranges.
+        size: Side of the (square) reference.
+        generator: CPU generator.
+
+    Returns:
+        (3, size, size) LAB.
+    """
+
+    def uniform(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand((), generator=generator))
+
+    square = letterbox(rgb[None].float(), size)
+    angle = math.radians(uniform(-config.rotate, config.rotate))
+    scale = uniform(config.scale_min, config.scale_max)
+    tx, ty = uniform(-config.shift, config.shift) * 2, uniform(-config.shift, config.shift) * 2
+    flip = -1.0 if uniform(0.0, 1.0) < config.flip else 1.0
+    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+    # Output -> input coordinates (grid_sample's convention), in [-1, 1].
+    theta = torch.tensor([[cos * flip, -sin, tx], [sin * flip, cos, ty]], dtype=torch.float32)
+    grid = F.affine_grid(theta[None], [1, 3, size, size], align_corners=False)
+    if config.warp == "tps":
+        lin = torch.linspace(-1, 1, 3)
+        yy, xx = torch.meshgrid(lin, lin, indexing="ij")
+        dst = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
+        src = dst + torch.randn(dst.shape, generator=generator) * config.elastic * 2
+        tps = _tps_grid(src, dst, size)  # smooth deformation of the identity
+        grid = F.grid_sample(
+            grid.permute(0, 3, 1, 2), tps, mode="bilinear", padding_mode="border", align_corners=True
+        ).permute(0, 2, 3, 1)
+    elif config.elastic > 0:
+        field = torch.randn((1, 2, 4, 4), generator=generator) * config.elastic * 2
+        field = F.interpolate(field, size=(size, size), mode="bicubic", align_corners=True)
+        grid = grid + field.permute(0, 2, 3, 1)
+    # Sample (picture - 1) with zero padding so whatever comes from outside is white paper.
+    warped = (
+        F.grid_sample(square - 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 1.0
+    )
+    lab = rgb_to_lab(warped.clamp(0.0, 1.0))[0]
+    contrast = uniform(1 - config.jitter, 1 + config.jitter)
+    saturation = uniform(1 - config.jitter, 1 + config.jitter)
+    lab = torch.stack([(lab[0] - 50.0) * contrast + 50.0, lab[1] * saturation, lab[2] * saturation])
+    return torch.stack([lab[0].clamp(0.0, 100.0), lab[1].clamp(-128, 127), lab[2].clamp(-128, 127)])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -185,6 +186,10 @@ class ModelConfig:
         head_channels: Channels per attention head.
         norm_groups: Groups of every GroupNorm; must divide every level's width.
         dropout: Dropout probability inside residual blocks.
+        reference_channels: Width of the reference-picture encoder; 0 means the network takes no
+            reference (see :class:`ConditioningConfig.reference`).
+        reference_levels: Levels whose blocks cross-attend to the reference tokens; the middle
+            block does too when this is non-empty. Needs ``reference_channels`` > 0.
     """
 
     in_channels: int = 3
@@ -197,6 +202,8 @@ class ModelConfig:
     head_channels: int = 32
     norm_groups: int = 8
     dropout: float = 0.0
+    reference_channels: int = 0
+    reference_levels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _check(self.in_channels >= 1, "model.in_channels must be >= 1")
@@ -224,6 +231,21 @@ class ModelConfig:
                     f"model.head_channels={self.head_channels} must divide attention widths (got {width})",
                 )
         _check(0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)")
+        _check(self.reference_channels >= 0, "model.reference_channels must be >= 0")
+        _check(
+            all(0 <= a < levels for a in self.reference_levels),
+            f"model.reference_levels must be level indices in [0, {levels})",
+        )
+        _check(
+            not self.reference_levels or self.reference_channels > 0,
+            "model.reference_levels needs model.reference_channels > 0",
+        )
+        if self.reference_channels:
+            _check(
+                self.reference_channels % self.norm_groups == 0,
+                f"model.norm_groups={self.norm_groups} must divide model.reference_channels",
+            )
+            _check(bool(self.reference_levels), "model.reference_channels needs model.reference_levels")
 
     @property
     def size_multiple(self) -> int:
@@ -286,10 +308,30 @@ class ConditioningConfig:
             (a greyscale photo) and kept, only a and b are predicted (Color Diffusion's approach).
         region_fill: Add four channels holding the hint colours spread over each line-enclosed
             region of the sketch (the classical flat-fill), and whether a region was filled.
+        region_gap: Close outline gaps of up to about twice this many pixels (per 128 px of the
+            long side) before finding the regions of ``region_fill`` (0: plain labelling).
+        normalize_sketch: Stretch each sketch's lightness so paper is white and the darkest lines
+            black before anything else sees it (light or pencil lines, tinted paper; see
+            :func:`sketchcolor.conditioning.normalize_sketch`).
+        reference: The model also takes an optional reference picture whose colours it follows
+            (reference-based colourisation, cross-attention; see docs/architecture.md).
+        reference_size: The reference is letterboxed onto a white square of this many pixels
+            (CIE LAB) before the model's reference encoder sees it.
     """
 
     mode: ConditioningMode = "lineart"
     region_fill: bool = False
+    region_gap: float = 0.0
+    normalize_sketch: bool = False
+    reference: bool = False
+    reference_size: int = 64
+
+    def __post_init__(self) -> None:
+        _check(self.region_gap >= 0.0, "conditioning.region_gap must be >= 0")
+        _check(
+            self.reference_size >= 8 and self.reference_size % 4 == 0,
+            f"conditioning.reference_size must be a multiple of 4, at least 8 (got {self.reference_size})",
+        )
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -341,6 +383,11 @@ class ColorizerConfig:
             f"({', '.join(self.conditioning.channels)}), got {self.model.cond_channels}",
         )
         _check(
+            self.conditioning.reference == (self.model.reference_channels > 0),
+            "conditioning.reference needs model.reference_channels > 0 (and a model without a "
+            "reference needs model.reference_channels = 0)",
+        )
+        _check(
             not (self.schedule.zero_terminal_snr and self.prediction == "eps"),
             "schedule.zero_terminal_snr needs prediction 'v' or 'x0' (eps is undefined at the last step)",
         )
@@ -367,6 +414,12 @@ class ColorizerConfig:
         model.setdefault("in_channels", n_target)
         model.setdefault("out_channels", n_target)
         model.setdefault("cond_channels", len(layout.channels))
+        if layout.reference:
+            # A reference encoder as wide as the first level, attended to by the attention levels.
+            base = model.get("base_channels", ModelConfig.base_channels)
+            model.setdefault("reference_channels", base)
+            levels = model.get("attention_levels", list(ModelConfig.attention_levels))
+            model.setdefault("reference_levels", list(levels) or [len(model.get("channel_mults", [1])) - 1])
         data["model"] = model
         return data
 
@@ -388,6 +441,14 @@ class ColorizerConfig:
             out_channels=n_target,
             cond_channels=len(conditioning.channels),
         )
+        if conditioning.reference and not model.reference_channels:
+            model = dataclasses.replace(
+                model,
+                reference_channels=model.base_channels,
+                reference_levels=model.attention_levels or (len(model.channel_mults) - 1,),
+            )
+        elif not conditioning.reference:
+            model = dataclasses.replace(model, reference_channels=0, reference_levels=())
         return ColorizerConfig(model=model, conditioning=conditioning, **kwargs)
 
 
@@ -406,6 +467,8 @@ class SampleConfig:
         steps: Number of network evaluations (timesteps in the list), 1 to T.
         eta: DDIM stochasticity: 0 is deterministic, 1 matches DDPM's posterior variance.
         guidance: Classifier-free guidance scale on the hints; 1 disables guidance.
+        reference_scale: Classifier-free guidance scale on the reference picture (models with
+            reference conditioning); 1 disables it.
         spacing: How the timestep list is spread over [0, T): ``"trailing"`` always starts at T-1.
         pin_hints: Hold hinted pixels at their hint colour in every x0 estimate (line-art models),
             so the rest of the picture is denoised around the colours the user gave.
@@ -419,11 +482,19 @@ class SampleConfig:
     guidance: float = 1.0
     spacing: Spacing = "trailing"
     pin_hints: bool = False
+    reference_scale: float = 1.0
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         _check(0.0 <= self.eta <= 1.0, f"eta must be in [0, 1], got {self.eta}")
-        _check(self.guidance >= 0.0, f"guidance must be >= 0, got {self.guidance}")
+        _check(
+            math.isfinite(self.guidance) and self.guidance >= 0.0,
+            f"guidance must be a finite number >= 0, got {self.guidance}",
+        )
+        _check(
+            math.isfinite(self.reference_scale) and self.reference_scale >= 0.0,
+            f"reference_scale must be a finite number >= 0, got {self.reference_scale}",
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -467,6 +538,141 @@ class HintConfig:
         _check(self.max_turn >= 0.0, "hints.max_turn must be >= 0")
         _check(1 <= self.min_width <= self.max_width, "hints.min_width must be in [1, hints.max_width]")
         _check(0.0 <= self.drop < 1.0, "hints.drop must be in [0, 1)")
+
+
+WarpKind = Literal["affine", "tps"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceConfig:
+    """How reference pictures are made from the target picture itself (reference-based models).
+
+    Reference-based colourisation papers train with a deformed copy of the target as the
+    reference, so the model must find colours by content rather than by position. A reference is
+    the whole colour picture (before the training crop) under a random warp, then lightly colour
+    jittered and letterboxed onto a white square of ``conditioning.reference_size`` pixels.
+
+    Attributes:
+        p_reference: Probability that a training sample gets a reference (1 - this is the
+            reference dropout that classifier-free guidance and reference-free use need).
+        warp: ``affine`` (rotation, scale, shift, flip, plus a smooth random displacement field)
+            for training; ``tps`` (a thin-plate-spline warp of a 3 x 3 grid of control points) is
+            the held-out family ``sketchcolor eval --reference-mode self-warped`` uses.
+        rotate: Largest rotation, degrees.
+        scale_min, scale_max: Range of the zoom factor.
+        shift: Largest translation, as a fraction of the picture's size.
+        flip: Probability of a horizontal flip.
+        elastic: Standard deviation of the smooth displacement (``affine``) or of the control
+            point moves (``tps``), as a fraction of the picture's size.
+        jitter: Largest relative change of lightness contrast and of saturation.
+        p_paired: Probability of using an item's real reference (a ``reference/`` folder beside
+            ``sketch/`` and ``color/``) instead of a warped copy, when it has one.
+    """
+
+    p_reference: float = 0.5
+    warp: WarpKind = "affine"
+    rotate: float = 25.0
+    scale_min: float = 0.75
+    scale_max: float = 1.25
+    shift: float = 0.15
+    flip: float = 0.5
+    elastic: float = 0.03
+    jitter: float = 0.1
+    p_paired: float = 0.8
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.p_reference <= 1.0, "reference.p_reference must be in [0, 1]")
+        _check(0.0 <= self.rotate <= 180.0, "reference.rotate must be in [0, 180]")
+        _check(
+            0.0 < self.scale_min <= self.scale_max, "reference.scale_min must be in (0, reference.scale_max]"
+        )
+        _check(0.0 <= self.shift <= 1.0, "reference.shift must be in [0, 1]")
+        _check(0.0 <= self.flip <= 1.0, "reference.flip must be in [0, 1]")
+        _check(0.0 <= self.elastic <= 0.5, "reference.elastic must be in [0, 0.5]")
+        _check(0.0 <= self.jitter < 1.0, "reference.jitter must be in [0, 1)")
+        _check(0.0 <= self.p_paired <= 1.0, "reference.p_paired must be in [0, 1]")
+
+
+@dataclasses.dataclass(frozen=True)
+class LineStyleConfig:
+    """Random changes of line style applied to training sketches (line-art models).
+
+    Each effect is applied independently with its own probability, at the stored resolution
+    before the training crop, so the model sees the line art people actually have: thin and thick
+    lines, grey or light lines, broken outlines, wobbly or blurred strokes, tinted or noisy paper
+    and JPEG artefacts. ``enabled = false`` trains on the sketches as they are.
+
+    Attributes:
+        enabled: Apply the augmentation at all.
+        p_any: Probability that a sketch is changed at all (the others are kept as they are).
+        p_width: Probability of thinner or thicker lines (erosion or dilation of the ink by one
+            pixel; ``max_width`` pixels at most).
+        max_width: Largest width change in pixels.
+        p_light: Probability of lighter lines: ink lightness raised to between ``light_min`` and
+            its own level.
+        light_min: Lightest ink level of light lines (lightness, 0 = black, 1 = paper).
+        p_gaps: Probability of broken outlines: up to ``max_gaps`` discs of radius up to
+            ``gap_radius`` pixels erased on the lines.
+        max_gaps: Most gaps per sketch.
+        gap_radius: Largest gap radius in pixels.
+        p_jitter: Probability of wobbly lines (a smooth displacement of up to ``jitter`` pixels).
+        jitter: Displacement scale in pixels.
+        p_blur: Probability of a Gaussian blur with sigma up to ``blur``.
+        blur: Largest blur sigma in pixels.
+        p_paper: Probability of tinted paper: paper lightness down to ``paper_min``.
+        paper_min: Darkest paper.
+        p_noise: Probability of scan noise (Gaussian, standard deviation up to ``noise``).
+        noise: Largest noise standard deviation (lightness units).
+        p_jpeg: Probability of JPEG compression at a quality in [``jpeg_min``, 90].
+        jpeg_min: Lowest JPEG quality.
+        gap_hints: Probability that a sketch with gaps gets one hint stroke started next to a
+            gap, so that some hints fall in regions whose outline is broken.
+    """
+
+    enabled: bool = True
+    p_any: float = 0.75
+    p_width: float = 0.3
+    max_width: int = 1
+    p_light: float = 0.25
+    light_min: float = 0.7
+    p_gaps: float = 0.35
+    max_gaps: int = 6
+    gap_radius: float = 2.5
+    p_jitter: float = 0.15
+    jitter: float = 1.0
+    p_blur: float = 0.2
+    blur: float = 0.8
+    p_paper: float = 0.2
+    paper_min: float = 0.85
+    p_noise: float = 0.15
+    noise: float = 0.04
+    p_jpeg: float = 0.15
+    jpeg_min: int = 40
+    gap_hints: float = 0.7
+
+    def __post_init__(self) -> None:
+        for name in (
+            "p_any",
+            "p_width",
+            "p_light",
+            "p_gaps",
+            "p_jitter",
+            "p_blur",
+            "p_paper",
+            "p_noise",
+            "p_jpeg",
+            "gap_hints",
+        ):
+            _check(0.0 <= getattr(self, name) <= 1.0, f"lines.{name} must be in [0, 1]")
+        _check(self.max_width >= 0, "lines.max_width must be >= 0")
+        _check(0.0 <= self.light_min < 1.0, "lines.light_min must be in [0, 1)")
+        _check(self.max_gaps >= 0, "lines.max_gaps must be >= 0")
+        _check(self.gap_radius >= 0.0, "lines.gap_radius must be >= 0")
+        _check(self.jitter >= 0.0, "lines.jitter must be >= 0")
+        _check(self.blur >= 0.0, "lines.blur must be >= 0")
+        _check(0.0 < self.paper_min <= 1.0, "lines.paper_min must be in (0, 1]")
+        _check(0.0 <= self.noise <= 0.5, "lines.noise must be in [0, 0.5]")
+        _check(1 <= self.jpeg_min <= 90, "lines.jpeg_min must be in [1, 90]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -605,6 +811,8 @@ class TrainConfig:
         model: The model to train (saved inside every checkpoint).
         data: Data source and preparation.
         hints: Synthetic hint distribution.
+        reference: How training references are made (models with reference conditioning).
+        lines: Line-style augmentation of training sketches.
         optim: Optimisation.
         run: Seeds, checkpoints, logging, device.
     """
@@ -612,6 +820,8 @@ class TrainConfig:
     model: ColorizerConfig = dataclasses.field(default_factory=ColorizerConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     hints: HintConfig = dataclasses.field(default_factory=HintConfig)
+    reference: ReferenceConfig = dataclasses.field(default_factory=ReferenceConfig)
+    lines: LineStyleConfig = dataclasses.field(default_factory=LineStyleConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
 
@@ -629,11 +839,6 @@ def apply_overrides(config: T, overrides: Mapping[str, Any]) -> T:
         ConfigError: Unknown key or invalid value.
     """
     data = to_dict(config)
-    if any(".conditioning." in f".{k}" for k in overrides):
-        # Channel counts follow the conditioning layout: re-derive them unless overridden too.
-        for node in _find_tables(data, "conditioning"):
-            for k in ("in_channels", "out_channels", "cond_channels"):
-                node.get("model", {}).pop(k, None)
     for key, value in overrides.items():
         if isinstance(value, str):
             value = parse_value(value)
@@ -646,6 +851,17 @@ def apply_overrides(config: T, overrides: Mapping[str, Any]) -> T:
         if parts[-1] not in node or isinstance(node[parts[-1]], dict):
             raise ConfigError(f"unknown config key '{key}'")
         node[parts[-1]] = value
+    if any(".conditioning." in f".{k}" for k in overrides):
+        # Channel counts (and the reference encoder) follow the conditioning layout: re-derive
+        # them from the new layout unless they were overridden too.
+        derived = ["in_channels", "out_channels", "cond_channels"]
+        if any(k.endswith("conditioning.reference") for k in overrides):
+            derived += ["reference_channels", "reference_levels"]
+        for node in _find_tables(data, "conditioning"):
+            model = node.get("model", {})
+            for k in derived:
+                if not any(key.endswith(f"model.{k}") for key in overrides):
+                    model.pop(k, None)
     return from_dict(type(config), data)
 
 

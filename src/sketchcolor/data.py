@@ -36,17 +36,26 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .color import lab_to_model, lightness, rgb_to_lab
-from .conditioning import drop_hints, make_conditioning, sample_training_hints
-from .config import ColorizerConfig, DataConfig, DataFormat, HintConfig
+from .conditioning import (
+    drop_hints,
+    make_conditioning,
+    normalize_sketch,
+    reference_lab_from_rgb,
+    sample_training_hints,
+    warp_reference,
+)
+from .config import ColorizerConfig, DataConfig, DataFormat, HintConfig, LineStyleConfig, ReferenceConfig
 from .errors import DataError, ImageError
 from .io import IMAGE_SUFFIXES, image_to_tensor, open_image, to_rgb_on_white
 
 log = logging.getLogger(__name__)
 
 #: Bumped whenever preparation changes, so old caches are not reused.
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2
 SKETCH_DIRS = ("sketch", "sketches", "lineart", "line")
 COLOR_DIRS = ("color", "colour", "colors", "colours")
+#: Optional folder of real reference pictures beside ``sketch/`` and ``color/`` (matched by name).
+REFERENCE_DIRS = ("reference", "references", "ref")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,6 +132,7 @@ class Item:
     name: str
     colour: Path | tuple[Path, int]  # a file, or (parquet file, row)
     sketch: Path | tuple[Path, int] | None = None
+    reference: Path | None = None
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -187,7 +197,16 @@ def find_items(path: str | Path, fmt: DataFormat = "auto") -> tuple[list[Item], 
             if names:
                 shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
                 warnings.append(f"{path}: {len(names)} {label}: {shown}")
-        items = [Item(name, colours[name], sketches[name]) for name in sorted(set(sketches) & set(colours))]
+        ref_dir = _subdir(path, REFERENCE_DIRS)
+        references = (
+            {p.relative_to(ref_dir).with_suffix("").as_posix(): p for p in _images_under(ref_dir)}
+            if ref_dir
+            else {}
+        )
+        items = [
+            Item(name, colours[name], sketches[name], references.get(name))
+            for name in sorted(set(sketches) & set(colours))
+        ]
     elif fmt == "parquet":
         files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
         for f in files:
@@ -267,10 +286,14 @@ def _open(source: Path | tuple[Path, int], column: str) -> tuple[Image.Image, by
 
 def _prepare_item(
     args: tuple[Item, int, int, bool, int],
-) -> tuple[str, np.ndarray | None, np.ndarray | None, str]:
-    """Worker: load one item -> (name, colour (3,S,S), sketch (V,S,S) uint8, digest or error)."""
+) -> tuple[str, np.ndarray | None, np.ndarray | None, str, np.ndarray | None]:
+    """Worker: load one item -> (name, colour (3,S,S), sketch (V,S,S) uint8, digest or error,
+    real reference (3,S,S) uint8 or None)."""
     item, size, variants, need_sketch, seed = args
     try:
+        reference = None
+        if item.reference is not None:
+            reference = _square(open_image(item.reference), size)
         img, raw = _open(item.colour, "full_colour")
         colour = _square(img, size)
         digest = hashlib.sha256(raw).hexdigest()
@@ -290,9 +313,13 @@ def _prepare_item(
                 gen = torch.Generator().manual_seed(name_seed)
                 lines = [xdog(rgb, XDoGParams.random(gen, size / 128)) for _ in range(variants)]
                 sketch = (torch.cat(lines, dim=1)[0] * 255).round().to(torch.uint8).numpy()
-        return item.name, colour, sketch, digest
+        if item.reference is not None:
+            digest = hashlib.sha256(
+                (digest + hashlib.sha256(item.reference.read_bytes()).hexdigest()).encode()
+            ).hexdigest()
+        return item.name, colour, sketch, digest, reference
     except (ImageError, OSError) as exc:
-        return item.name, None, None, f"error: {exc}"
+        return item.name, None, None, f"error: {exc}", None
 
 
 @dataclasses.dataclass
@@ -305,6 +332,9 @@ class PreparedData:
         names: Item names, sorted.
         digest: SHA-256 over the names and file contents (the data digest of checkpoints).
         skipped: (name, reason) of unreadable pictures.
+        reference: (N, 3, S, S) uint8 real reference pictures (white where an item has none), or
+            None when the set has no ``reference/`` folder.
+        has_reference: (N,) bool, which items have a real reference, or None.
     """
 
     colour: np.ndarray
@@ -312,6 +342,8 @@ class PreparedData:
     names: list[str]
     digest: str
     skipped: list[tuple[str, str]]
+    reference: np.ndarray | None = None
+    has_reference: np.ndarray | None = None
 
 
 def default_cache_dir() -> Path:
@@ -356,6 +388,9 @@ def prepare_data(
             elif isinstance(src, tuple):
                 st = src[0].stat()
                 stat.append((str(src[0].resolve()), src[1], st.st_size, st.st_mtime_ns))
+        if it.reference is not None:
+            st = it.reference.stat()
+            stat.append((str(it.reference.resolve()), st.st_size, st.st_mtime_ns))
     key_src = json.dumps(
         [PREPARE_VERSION, size, variants, need_sketch, seed, config.format, stat], sort_keys=True
     )
@@ -366,12 +401,19 @@ def prepare_data(
         meta = json.loads((cached / "meta.json").read_text())
         colour = np.load(cached / "colour.npy", mmap_mode="r")
         sketch = np.load(cached / "sketch.npy", mmap_mode="r") if need_sketch else None
+        reference = has_ref = None
+        if (cached / "reference.npy").exists():
+            reference = np.load(cached / "reference.npy", mmap_mode="r")
+            has_ref = np.load(cached / "has_reference.npy")
         skipped = [tuple(s) for s in meta["skipped"]]
         warnings += _skip_warning(config.path, skipped)
-        return PreparedData(colour, sketch, meta["names"], meta["digest"], skipped), warnings  # type: ignore[arg-type]
+        return (
+            PreparedData(colour, sketch, meta["names"], meta["digest"], skipped, reference, has_ref),  # type: ignore[arg-type]
+            warnings,
+        )
 
     jobs = [(it, size, variants, need_sketch, seed) for it in items]
-    results: list[tuple[str, np.ndarray | None, np.ndarray | None, str]] = []
+    results: list[tuple[str, np.ndarray | None, np.ndarray | None, str, np.ndarray | None]] = []
     if workers > 0 and len(jobs) > 64:
         with concurrent.futures.ProcessPoolExecutor(workers) as pool:
             for i, r in enumerate(pool.map(_prepare_item, jobs, chunksize=32)):
@@ -393,6 +435,11 @@ def prepare_data(
     ).hexdigest()[:16]
     colour = np.stack([r[1] for r in good])  # type: ignore[misc]
     sketch = np.stack([r[2] for r in good]) if need_sketch else None  # type: ignore[misc]
+    reference = has_ref = None
+    if any(r[4] is not None for r in good):
+        blank = np.full_like(colour[0], 255)
+        reference = np.stack([r[4] if r[4] is not None else blank for r in good])
+        has_ref = np.array([r[4] is not None for r in good], dtype=bool)
 
     # Write the cache atomically: a temporary folder renamed into place.
     cache_root.mkdir(parents=True, exist_ok=True)
@@ -401,6 +448,9 @@ def prepare_data(
         np.save(tmp / "colour.npy", colour)
         if sketch is not None:
             np.save(tmp / "sketch.npy", sketch)
+        if reference is not None and has_ref is not None:
+            np.save(tmp / "reference.npy", reference)
+            np.save(tmp / "has_reference.npy", has_ref)
         (tmp / "meta.json").write_text(
             json.dumps({"names": names, "digest": digest, "skipped": skipped, "size": size})
         )
@@ -412,7 +462,7 @@ def prepare_data(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     warnings += _skip_warning(config.path, skipped)
-    return PreparedData(colour, sketch, names, digest, skipped), warnings
+    return PreparedData(colour, sketch, names, digest, skipped, reference, has_ref), warnings
 
 
 def _skip_warning(path: str, skipped: Sequence[tuple[str, str]]) -> list[str]:
@@ -447,12 +497,98 @@ def item_seed(*parts: int) -> int:
     )
 
 
+def augment_lines(
+    sketch: torch.Tensor, config: LineStyleConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Change the line style of a training sketch at random (see :class:`LineStyleConfig`).
+
+    Effects, each with its own probability and in this order: thinner or thicker lines, broken
+    outlines (discs erased on the lines), wobbly lines, lighter lines, blur, tinted paper, scan
+    noise, JPEG compression. Every draw comes from ``generator`` in a fixed order.
+
+    Args:
+        sketch: (1, 1, H, W) lightness in [0, 1] (dark lines on white paper).
+        config: Probabilities and strengths.
+        generator: CPU generator.
+
+    Returns:
+        The new sketch (1, 1, H, W) in [0, 1] and, when gaps were made, a (1, 1, H, W) map that is
+        1 on the erased discs (where hints next to a gap may start), else None.
+    """
+
+    def uniform(lo: float = 0.0, hi: float = 1.0) -> float:
+        return lo + (hi - lo) * float(torch.rand((), generator=generator))
+
+    def happens(p: float) -> bool:
+        return uniform() < p
+
+    _, _, h, w = sketch.shape
+    if not happens(config.p_any):
+        return sketch, None
+    ink = 1.0 - sketch
+    if happens(config.p_width) and config.max_width > 0:
+        k = 2 * int(torch.randint(1, config.max_width + 1, (), generator=generator)) + 1
+        if happens(0.5):
+            ink = F.max_pool2d(ink, k, stride=1, padding=k // 2)  # thicker
+        else:
+            # Thinner: erode, but keep a faint trace of lines too thin to survive erosion.
+            ink = torch.maximum(-F.max_pool2d(-ink, k, stride=1, padding=k // 2), 0.5 * ink)
+    gaps = None
+    if happens(config.p_gaps) and config.max_gaps > 0 and config.gap_radius > 0:
+        on_line = (ink[0, 0] > 0.5).flatten().nonzero().flatten()
+        if len(on_line):
+            count = int(torch.randint(1, config.max_gaps + 1, (), generator=generator))
+            picks = on_line[torch.randint(0, len(on_line), (count,), generator=generator)]
+            yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+            gaps = torch.zeros(1, 1, h, w)
+            for p in picks.tolist():
+                cy, cx = divmod(p, w)
+                r = uniform(1.0, max(1.0, config.gap_radius))
+                disc = ((yy - cy) ** 2 + (xx - cx) ** 2) <= r * r
+                gaps[0, 0][disc] = 1.0
+            ink = ink * (1.0 - gaps)
+    if happens(config.p_jitter) and config.jitter > 0:
+        field = torch.randn((1, 2, 5, 5), generator=generator) * (2.0 * config.jitter / max(h, w))
+        field = F.interpolate(field, size=(h, w), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
+        theta = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+        grid = F.affine_grid(theta, [1, 1, h, w], align_corners=False) + field
+        ink = F.grid_sample(ink, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if happens(config.p_light):
+        ink = ink * uniform(1.0 - config.light_min, 1.0)
+    if happens(config.p_blur) and config.blur > 0:
+        ink = gaussian_blur(ink, uniform(0.3, max(0.3, config.blur)))
+    out = (1.0 - ink).clamp(0.0, 1.0)
+    if happens(config.p_paper):
+        out = out * uniform(config.paper_min, 1.0)
+    if happens(config.p_noise):
+        out = out + torch.randn(out.shape, generator=generator) * uniform(0.0, config.noise)
+    out = out.clamp(0.0, 1.0)
+    if happens(config.p_jpeg):
+        quality = int(torch.randint(config.jpeg_min, 91, (), generator=generator))
+        buf = _io.BytesIO()
+        Image.fromarray((out[0, 0] * 255).round().to(torch.uint8).numpy(), mode="L").save(
+            buf, format="JPEG", quality=quality
+        )
+        buf.seek(0)
+        decoded = np.asarray(Image.open(buf).convert("L"), dtype=np.float32) / 255.0
+        out = torch.from_numpy(decoded.copy()).view(1, 1, h, w)
+    return out, gaps
+
+
 class TrainingSet(torch.utils.data.Dataset):
     """Serves augmented training samples; keys are (index, seed) pairs from :class:`StreamSampler`.
 
     Each sample is a dict of tensors: ``x0`` (C, R, R) in model space, ``cond`` (C_cond, R, R),
-    and for previews ``rgb`` (3, R, R), ``sketch`` (1, R, R), ``hint_rgb`` (3, R, R),
-    ``hint_mask`` (1, R, R), with R the model's working resolution.
+    for models with reference conditioning ``reference`` (4, S, S) (see
+    :meth:`~sketchcolor.conditioning.Conditioning.as_reference`), and for previews ``rgb``
+    (3, R, R), ``sketch`` (1, R, R), ``hint_rgb`` (3, R, R), ``hint_mask`` (1, R, R) and
+    ``reference_lab`` (3, S, S), with R the model's working resolution.
+
+    Per sample, in this order and all from the sample's own generator: the line variant, the
+    line-style augmentation (line-art models), sketch normalisation (when the model asks for it),
+    one random square crop and flip of picture and sketch alike, synthetic hints and hint dropout,
+    and the reference (a warped copy of the whole picture, or the item's real reference) with
+    reference dropout.
     """
 
     def __init__(
@@ -464,6 +600,8 @@ class TrainingSet(torch.utils.data.Dataset):
         data_config: DataConfig,
         *,
         augment: bool = True,
+        lines: LineStyleConfig | None = None,
+        reference: ReferenceConfig | None = None,
     ) -> None:
         self.data = data
         self.indices = list(indices)
@@ -471,6 +609,8 @@ class TrainingSet(torch.utils.data.Dataset):
         self.hints = hints
         self.data_config = data_config
         self.augment = augment
+        self.lines = lines if lines is not None else LineStyleConfig(enabled=False)
+        self.reference = reference if reference is not None else ReferenceConfig()
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -479,8 +619,9 @@ class TrainingSet(torch.utils.data.Dataset):
         position, seed = key
         index = self.indices[position]
         gen = torch.Generator().manual_seed(int(seed))
+        layout = self.model.conditioning
         colour = torch.from_numpy(np.array(self.data.colour[index])).float().unsqueeze(0) / 255.0
-        photo = self.model.conditioning.mode == "photo"
+        photo = layout.mode == "photo"
         if self.data.sketch is not None and not photo:
             v = int(torch.randint(0, self.data.sketch.shape[1], (), generator=gen))
             sketch = (
@@ -488,6 +629,11 @@ class TrainingSet(torch.utils.data.Dataset):
             )
         else:
             sketch = None
+        gaps = None
+        if sketch is not None and self.augment and self.lines.enabled:
+            sketch, gaps = augment_lines(sketch, self.lines, gen)
+        if sketch is not None and layout.normalize_sketch:
+            sketch = normalize_sketch(sketch)
         # Augment: one random square crop and flip, applied to picture and sketch alike.
         size = colour.shape[-1]
         if self.augment:
@@ -511,22 +657,54 @@ class TrainingSet(torch.utils.data.Dataset):
 
         rgb = view(colour)
         sketch = view(sketch) if sketch is not None else lightness(rgb)
-        # Hints from the ground truth, then hint dropout (classifier-free guidance needs both).
-        hint_rgb, hint_mask = sample_training_hints(rgb[0], sketch[0], self.hints, gen)
+        # Hints from the ground truth (some starting in a gap of a broken outline), then hint
+        # dropout (classifier-free guidance needs both).
+        starts = None
+        if gaps is not None and bool(torch.rand((), generator=gen) < self.lines.gap_hints):
+            starts = (view(gaps)[0, 0] > 0.05).flatten().nonzero().flatten()
+        hint_rgb, hint_mask = sample_training_hints(rgb[0], sketch[0], self.hints, gen, first_starts=starts)
         if not drop_hints(self.hints.drop, gen):
             hint_rgb, hint_mask = torch.zeros_like(hint_rgb), torch.zeros_like(hint_mask)
-        cond = make_conditioning(sketch, hint_rgb[None], hint_mask[None], self.model.conditioning)
+        cond = make_conditioning(sketch, hint_rgb[None], hint_mask[None], layout)
         x0 = lab_to_model(rgb_to_lab(rgb), self.model.color)
         if photo:
             x0 = x0[:, 1:]
-        return {
+        sample = {
             "x0": x0[0],
-            "cond": cond.as_channels(self.model.conditioning, self.model.color)[0],
+            "cond": cond.as_channels(layout, self.model.color)[0],
             "rgb": rgb[0],
             "sketch": sketch[0],
             "hint_rgb": hint_rgb,
             "hint_mask": hint_mask,
         }
+        if layout.reference:
+            ref_lab, has = self._reference(index, colour[0], gen)
+            plane = torch.full((1, layout.reference_size, layout.reference_size), float(has))
+            sample["reference"] = torch.cat(
+                [lab_to_model(ref_lab[None], self.model.color)[0] * float(has), plane]
+            )
+            sample["reference_lab"] = ref_lab
+        return sample
+
+    def _reference(self, index: int, colour: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, bool]:
+        """(reference LAB (3, S, S), whether the sample has one), reference dropout included.
+
+        The draws are the same whether or not the reference is kept, so dropout does not shift
+        the random stream of later samples.
+        """
+        config, size = self.reference, self.model.conditioning.reference_size
+        keep = bool(torch.rand((), generator=gen) < config.p_reference)
+        use_real = bool(torch.rand((), generator=gen) < config.p_paired)
+        warped = warp_reference(colour, config, size, gen)
+        if (
+            use_real
+            and self.data.reference is not None
+            and self.data.has_reference is not None
+            and bool(self.data.has_reference[index])
+        ):
+            real = torch.from_numpy(np.array(self.data.reference[index])).float().unsqueeze(0) / 255.0
+            warped = reference_lab_from_rgb(real, size)[0]
+        return warped, keep
 
 
 class StreamSampler(torch.utils.data.Sampler[list[tuple[int, int]]]):

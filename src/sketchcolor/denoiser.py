@@ -9,20 +9,45 @@ The contract samplers rely on (see :class:`sketchcolor.samplers.DenoiserFn`)::
     denoiser(x_t, t, cond) -> (x0_hat, eps_hat)
 
 with ``x_t`` (N, C, H, W) in model space, ``t`` (N,) integer steps in [0, T) and ``cond`` the
-conditioning channels (N, C_cond, H, W). Outputs are float32 whatever precision the network ran in.
+network's conditioning: a :class:`~sketchcolor.conditioning.ModelCond` (spatial channels and an
+optional reference) or, for networks without a reference, the channels tensor (N, C_cond, H, W)
+alone. Outputs are float32 whatever precision the network ran in.
 
-Imports ``config`` and ``schedules``; takes the network as any ``nn.Module`` (it does not import
-``models``).
+Imports ``config``, ``conditioning`` and ``schedules``; takes the network as any ``nn.Module`` (it
+does not import ``models``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conditioning import ModelCond
 from .config import Prediction
 from .schedules import NoiseSchedule
+
+#: What denoisers accept as ``cond``: the network's full conditioning, or its channels alone.
+Cond = ModelCond | torch.Tensor
+
+
+def run_network(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
+    """Call ``model(x_t, t, channels[, reference])`` with the parts of ``cond``."""
+    if isinstance(cond, ModelCond):
+        if cond.reference is not None:
+            return model(x_t, t, cond.channels, cond.reference)
+        return model(x_t, t, cond.channels)
+    return model(x_t, t, cond)
+
+
+def cat_cond(conds: Sequence[Cond]) -> Cond:
+    """Concatenate conditionings along the batch axis."""
+    if all(isinstance(c, torch.Tensor) for c in conds):
+        return torch.cat(list(conds))  # type: ignore[arg-type]
+    return ModelCond.cat([c if isinstance(c, ModelCond) else ModelCond(c) for c in conds])
 
 
 def _coefficients(
@@ -84,17 +109,13 @@ class Denoiser(nn.Module):
         self.schedule = schedule
         self.prediction: Prediction = prediction
 
-    def forward(
-        self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (x0_hat, eps_hat), both float32 (N, C, H, W)."""
         return self.predict(x_t, t, cond)
 
-    def predict(
-        self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (x0_hat, eps_hat), both float32 (N, C, H, W)."""
-        out = self.model(x_t, t, cond).float()
+        out = run_network(self.model, x_t, t, cond).float()
         a, s = _coefficients(self.schedule, t, x_t)
         return split_prediction(self.prediction, out, x_t.float(), a, s)
 
@@ -103,7 +124,7 @@ class Denoiser(nn.Module):
         x0: torch.Tensor,
         t: torch.Tensor,
         noise: torch.Tensor,
-        cond: torch.Tensor,
+        cond: Cond,
         weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mean squared error between the network output and its target (Ho et al. 2020, eq. 14).
@@ -112,7 +133,7 @@ class Denoiser(nn.Module):
             x0: (N, C, H, W) clean data in model space.
             t: (N,) integer steps in [0, T).
             noise: Standard normal, shaped like ``x0``.
-            cond: Conditioning channels.
+            cond: The network's conditioning.
             weight: Optional (N, 1 or C, H, W) per-pixel weights (mean over pixels of the weighted
                 squared error is returned).
 
@@ -121,7 +142,7 @@ class Denoiser(nn.Module):
         """
         a, s = _coefficients(self.schedule, t, x0)
         x_t = self.schedule.add_noise(x0, noise, t)
-        out = self.model(x_t, t, cond).float()
+        out = run_network(self.model, x_t, t, cond).float()
         target = prediction_target(self.prediction, x0.float(), noise.float(), a, s)
         if weight is None:
             return F.mse_loss(out, target)
@@ -131,25 +152,40 @@ class Denoiser(nn.Module):
 class GuidedDenoiser(nn.Module):
     """Classifier-free guidance (Ho & Salimans 2022) over a :class:`Denoiser`-like callable.
 
-    ``x0 = x0_uncond + scale * (x0_cond - x0_uncond)`` and the same for eps; both branches run in
-    one batched network call. ``scale = 1`` is the conditional model alone.
+    With one condition removed in each of K branches (e.g. the hints, or the reference), the
+    guided estimate is ``x0 = x0_full + sum_k (scale_k - 1) * (x0_full - x0_without_k)``, and the
+    same for eps: each term moves the estimate away from what the model predicts without that
+    condition, by its own scale (separate guidance scales, as in ColorizeDiffusion). With one
+    branch this is the usual ``x0_uncond + scale * (x0_cond - x0_uncond)``; scale 1 is the
+    conditional model alone. All branches run in one batched network call.
 
     Args:
         denoiser: Callable ``(x_t, t, cond) -> (x0_hat, eps_hat)``.
-        uncond: Conditioning channels with the hints removed (N, C_cond, H, W).
-        scale: Guidance scale.
+        uncond: One reduced conditioning (shaped like ``cond``), or a sequence of
+            ``(reduced conditioning, scale)`` pairs.
+        scale: Guidance scale when ``uncond`` is a single conditioning.
     """
 
-    def __init__(self, denoiser: nn.Module, uncond: torch.Tensor, scale: float) -> None:
+    def __init__(
+        self, denoiser: nn.Module, uncond: Cond | Sequence[tuple[Cond, float]], scale: float = 1.0
+    ) -> None:
         super().__init__()
         self.denoiser = denoiser
-        self.uncond = uncond
-        self.scale = float(scale)
+        branches: list[tuple[Any, float]] = (
+            [(uncond, float(scale))]
+            if isinstance(uncond, torch.Tensor | ModelCond)
+            else [(c, float(s)) for c, s in uncond]
+        )
+        self.branches = branches
 
-    def forward(
-        self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        x0, eps = self.denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, self.uncond]))
-        x0_c, x0_u = x0.chunk(2)
-        eps_c, eps_u = eps.chunk(2)
-        return x0_u + self.scale * (x0_c - x0_u), eps_u + self.scale * (eps_c - eps_u)
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond) -> tuple[torch.Tensor, torch.Tensor]:
+        k = len(self.branches) + 1
+        x0, eps = self.denoiser(
+            torch.cat([x_t] * k), torch.cat([t] * k), cat_cond([cond, *(c for c, _ in self.branches)])
+        )
+        x0_parts, eps_parts = x0.chunk(k), eps.chunk(k)
+        x0_out, eps_out = x0_parts[0], eps_parts[0]
+        for (_, s), x0_k, eps_k in zip(self.branches, x0_parts[1:], eps_parts[1:], strict=True):
+            x0_out = x0_out + (s - 1.0) * (x0_parts[0] - x0_k)
+            eps_out = eps_out + (s - 1.0) * (eps_parts[0] - eps_k)
+        return x0_out, eps_out

@@ -54,3 +54,7 @@ class OutputExistsError(SketchcolorError, FileExistsError):
 
 class DataError(SketchcolorError, ValueError):
     """A training or evaluation data set is empty, too small, or laid out wrongly."""
+
+
+class ModelError(SketchcolorError, ValueError):
+    """The model cannot do what was asked (e.g. a reference picture for a model trained without)."""

@@ -37,10 +37,12 @@ from .compose import carry_to_full_size, lab_to_rgb_banded, sketch_lightness_u8,
 from .conditioning import (
     Conditioning,
     HintLayer,
+    ModelCond,
     from_points,
     from_strokes,
     hints_from_rgba,
     make_conditioning,
+    normalize_sketch,
     resize_hints,
     resolve_coordinate,
     split_hints_from_sketch,
@@ -48,7 +50,7 @@ from .conditioning import (
 from .config import ColorConfig, ConditioningConfig, SampleConfig
 from .denoiser import GuidedDenoiser
 from .device import autocast, resolve_device
-from .errors import HintError, ImageError
+from .errors import HintError, ImageError, ModelError
 from .io import (
     crop_to,
     image_to_tensor,
@@ -354,14 +356,17 @@ def sample(
     device = bundle.device
     # The layout the weights are stored in (channels-last on CPU/CUDA) is used for activations too.
     memory_format = torch.channels_last if _is_channels_last(bundle.model) else torch.contiguous_format
-    cond_channels = (
-        cond.as_channels(config.conditioning, config.color).to(device).contiguous(memory_format=memory_format)
-    )
-    denoiser: Any = bundle.denoiser
+    model_cond = _model_cond(cond, config, device, memory_format)
+    # Classifier-free guidance: one branch per condition whose scale is not 1 (hints, reference).
+    branches: list[tuple[ModelCond, float]] = []
     if sample_config.guidance != 1.0:
-        uncond = cond.without_hints().as_channels(config.conditioning, config.color).to(device)
-        uncond = uncond.contiguous(memory_format=memory_format)
-        denoiser = GuidedDenoiser(bundle.denoiser, uncond, sample_config.guidance)
+        branches.append(
+            (_model_cond(cond.without_hints(), config, device, memory_format), sample_config.guidance)
+        )
+    if sample_config.reference_scale != 1.0 and cond.has_reference:
+        reduced = _model_cond(cond.without_reference(), config, device, memory_format)
+        branches.append((reduced, sample_config.reference_scale))
+    denoiser: Any = GuidedDenoiser(bundle.denoiser, branches) if branches else bundle.denoiser
     n_target = len(config.conditioning.target_channels)
     h, w = cond.size
     noise = torch.stack([torch.randn((n_target, h, w), generator=g) for g in generators]).to(device)
@@ -373,17 +378,23 @@ def sample(
     with torch.inference_mode(), autocast(device):
         if sample_config.sampler == "ddpm":
             return sample_ddpm(
-                denoiser, noise, bundle.schedule, timesteps, cond_channels,
+                denoiser, noise, bundle.schedule, timesteps, model_cond,
                 generator=generators, callback=callback, x0_hook=hook,
             )  # fmt: skip
         if sample_config.sampler == "dpmpp2m":
             return sample_dpmpp_2m(
-                denoiser, noise, bundle.schedule, timesteps, cond_channels, callback=callback, x0_hook=hook,
+                denoiser, noise, bundle.schedule, timesteps, model_cond, callback=callback, x0_hook=hook,
             )  # fmt: skip
         return sample_ddim(
-            denoiser, noise, bundle.schedule, timesteps, cond_channels,
+            denoiser, noise, bundle.schedule, timesteps, model_cond,
             eta=sample_config.eta, generator=generators, callback=callback, x0_hook=hook,
         )  # fmt: skip
+
+
+def _model_cond(
+    cond: Conditioning, config: Any, device: torch.device, memory_format: torch.memory_format
+) -> ModelCond:
+    return cond.model_input(config.conditioning, config.color).to(device, memory_format=memory_format)
 
 
 def _is_channels_last(model: torch.nn.Module) -> bool:
@@ -453,6 +464,7 @@ class _Prepared:
     small: tuple[int, int]  # working size before padding
     layer: HintLayer
     cond: Conditioning
+    reference_digest: str | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -481,9 +493,56 @@ def _as_layer(hints: HintLayer | ImageInput | None, size: tuple[int, int]) -> Hi
     return layer
 
 
-def _prepare(sketch: ImageInput, hints: HintLayer | ImageInput | None, bundle: ModelBundle) -> _Prepared:
-    """Read a sketch and its hints and build the conditioning at the working size."""
+def read_reference(reference: ImageInput, bundle: ModelBundle) -> tuple[torch.Tensor, str]:
+    """A reference picture as the model takes it, and a digest of what it saw.
+
+    Any size, aspect or mode: transparency goes onto white, the picture is letterboxed onto a white
+    square of ``conditioning.reference_size`` pixels (aspect kept). A greyscale reference is used
+    but warned about: it carries no colour to follow.
+
+    Returns:
+        ``reference_lab`` (1, 3, S, S) and the first 16 hex digits of the SHA-256 of the
+        letterboxed 8-bit picture.
+
+    Raises:
+        ModelError: The model was trained without reference conditioning.
+        ImageError: Unreadable file or a tensor of the wrong shape or range.
+    """
+    layout = bundle.config.conditioning
+    if not layout.reference:
+        where = bundle.path or "the model"
+        raise ModelError(
+            f"{where}: takes no reference picture (it was trained without reference conditioning)",
+            hint="use a model trained with conditioning.reference = true, or leave out the reference",
+        )
+    name = str(reference) if isinstance(reference, str | Path) else "the reference picture"
+    try:
+        rgb_u8 = read_sketch_u8(reference)
+    except ImageError as exc:
+        if isinstance(reference, torch.Tensor):
+            raise ImageError(exc.message.replace("sketch tensor", "reference tensor")) from None
+        raise
+    if not is_colour_image(rgb_u8):
+        log.warning("%s is greyscale: it carries no colour for the model to follow", name)
+    from .conditioning import letterbox
+
+    square = letterbox(rgb_u8.float() / 255.0, layout.reference_size)
+    square_u8 = (square * 255.0).round().to(torch.uint8)
+    digest = hashlib.sha256(square_u8.numpy().tobytes()).hexdigest()[:16]
+    return rgb_to_lab(square_u8.float() / 255.0), digest
+
+
+def _prepare(
+    sketch: ImageInput,
+    hints: HintLayer | ImageInput | None,
+    bundle: ModelBundle,
+    reference: ImageInput | None = None,
+) -> _Prepared:
+    """Read a sketch, its hints and its reference and build the conditioning at the working size."""
     config = bundle.config
+    reference_lab = reference_digest = None
+    if reference is not None:
+        reference_lab, reference_digest = read_reference(reference, bundle)
     sketch_u8 = read_sketch_u8(sketch)
     size = (int(sketch_u8.shape[-2]), int(sketch_u8.shape[-1]))
     layer = _as_layer(hints, size)
@@ -492,6 +551,8 @@ def _prepare(sketch: ImageInput, hints: HintLayer | ImageInput | None, bundle: M
     # Work at the model's resolution: area-downscale the sketch, resize hints without loss.
     small = working_size(size, config.resolution)
     sketch_l = sketch_lightness_u8(sketch_u8)
+    if config.conditioning.normalize_sketch and config.conditioning.mode == "lineart":
+        sketch_l = normalize_sketch(sketch_l)  # paper white, darkest lines black (model and regions)
     sketch_small = F.interpolate(sketch_l, size=small, mode="area") if small != size else sketch_l
     sketch_small, _ = pad_to_multiple(sketch_small, config.model.size_multiple, value=1.0)
     hint_rgb = hint_mask = None
@@ -500,7 +561,9 @@ def _prepare(sketch: ImageInput, hints: HintLayer | ImageInput | None, bundle: M
         hint_rgb, _ = pad_to_multiple(hint_rgb, config.model.size_multiple, value=0.0)
         hint_mask, _ = pad_to_multiple(hint_mask, config.model.size_multiple, value=0.0)
     cond = make_conditioning(sketch_small, hint_rgb, hint_mask, config.conditioning)
-    return _Prepared(sketch_u8, sketch_l, sketch_small, small, layer, cond)
+    if reference_lab is not None:
+        cond = cond.with_reference(reference_lab)
+    return _Prepared(sketch_u8, sketch_l, sketch_small, small, layer, cond, reference_digest)
 
 
 def _finish(
@@ -550,6 +613,8 @@ def _record(
         "size": [prep.size[1], prep.size[0]],
         "hinted": not prep.layer.is_empty,
         "hints_digest": hints_digest(prep.layer),
+        "reference_scale": sample_config.reference_scale,
+        "reference_digest": prep.reference_digest,
     }
 
 
@@ -565,6 +630,7 @@ def colorize(
     hint_regions: bool = True,
     keep_flats: bool = False,
     keep_steps: bool = False,
+    reference: ImageInput | None = None,
     callback: StepCallback | None = None,
 ) -> ColorizeResult:
     """Colourise one sketch with a loaded model.
@@ -584,6 +650,9 @@ def colorize(
             within the region; the model colours the rest); False lets the model colour everything.
         keep_flats: Also return the colour layers without lines (``result.flats``).
         keep_steps: Keep each step's x0 estimate as a small picture (``result.frames``).
+        reference: Optional reference picture (path, PIL image or (1, 3, H, W) tensor in [0, 1])
+            whose colours the model follows (models with reference conditioning); hints win
+            where they are given. ``sample_config.reference_scale`` guides on it.
         callback: Per-step progress callback.
 
     Returns:
@@ -591,11 +660,12 @@ def colorize(
 
     Raises:
         ImageError, HintError: Bad inputs.
+        ModelError: A reference for a model without reference conditioning.
     """
     if num_samples < 1:
         raise ValueError("num_samples must be >= 1")
     sample_config = sample_config or SampleConfig()
-    prep = _prepare(sketch, hints, bundle)
+    prep = _prepare(sketch, hints, bundle, reference)
     cond = Conditioning.cat([prep.cond] * num_samples) if num_samples > 1 else prep.cond
     frames: list[list[Image.Image]] = [[] for _ in range(num_samples)]
 
@@ -648,6 +718,7 @@ def colorize_batch(
     flat: bool = False,
     hint_regions: bool = True,
     keep_flats: bool = False,
+    references: Sequence[ImageInput | None] | None = None,
     callback: StepCallback | None = None,
 ) -> list[ColorizeResult]:
     """Colourise several sketches, running the network on as many of them at once as fit together.
@@ -665,6 +736,7 @@ def colorize_batch(
         flat: Clean flats (see :func:`colorize`).
         hint_regions: Hinted regions are filled with their hints (see :func:`colorize`).
         keep_flats: Also return the colour layers without lines.
+        references: One reference picture (or None) per sketch (see :func:`colorize`).
         callback: Per-step progress callback (called per step of each batch).
 
     Returns:
@@ -674,7 +746,10 @@ def colorize_batch(
     if len(hints) != len(sketches):
         raise ValueError("give one hints entry (or None) per sketch")
     seeds = list(range(len(sketches))) if seeds is None else list(seeds)
-    preps = [_prepare(s, h, bundle) for s, h in zip(sketches, hints, strict=True)]
+    if references is not None and len(references) != len(sketches):
+        raise ValueError("give one reference (or None) per sketch")
+    refs = list(references) if references is not None else [None] * len(sketches)
+    preps = [_prepare(s, h, bundle, r) for s, h, r in zip(sketches, hints, refs, strict=True)]
     groups: dict[tuple[int, int], list[int]] = {}
     for i, prep in enumerate(preps):
         groups.setdefault(prep.padded, []).append(i)

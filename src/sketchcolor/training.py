@@ -44,7 +44,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .checkpoint import ModelBundle, load_checkpoint, load_state_strict, save_checkpoint, unwrap_model
-from .conditioning import Conditioning, hints_to_lab
+from .conditioning import Conditioning, ModelCond, hints_to_lab
 from .config import SampleConfig, TrainConfig, dumps_toml, load_config_file, to_dict
 from .data import PreparedData, StreamSampler, TrainingSet, item_seed, prepare_data, split_indices
 from .denoiser import Denoiser
@@ -195,6 +195,38 @@ def _collate(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {k: torch.stack([b[k] for b in batch]) for k in batch[0]}
 
 
+@dataclasses.dataclass
+class _Run:
+    """Everything the training loop works with, built once by :func:`_set_up`."""
+
+    config: TrainConfig
+    run_dir: Path
+    dist: DistInfo
+    device: torch.device
+    model: nn.Module  # the plain network (weights saved from here)
+    train_model: nn.Module  # the same, wrapped in DDP when several processes train
+    ema: _EMA
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    amp_dtype: torch.dtype | None
+    schedule: NoiseSchedule
+    denoiser: Denoiser
+    memory_format: torch.memory_format
+    prepared: PreparedData
+    dataset: TrainingSet
+    val_set: TrainingSet | None
+    batches: Iterator[dict[str, torch.Tensor]]
+    metrics_path: Path
+    tb: Any
+    start_step: int
+    best_val: float
+    recipe: str
+
+    @property
+    def micro_batch(self) -> int:
+        return self.config.optim.batch_size // self.config.optim.grad_accum
+
+
 def train(
     config: TrainConfig,
     output_dir: str | Path,
@@ -205,6 +237,10 @@ def train(
     on_prepare: Callable[[int, int], None] | None = None,
 ) -> Iterator[StepInfo]:
     """Train a colouriser, yielding a :class:`StepInfo` after every optimiser step.
+
+    The loop reads top to bottom: set up (:func:`_set_up`), then per step one optimisation step
+    (:func:`_optimisation_step`), the validation loss when due (:func:`_validation_loss`), and on
+    the main process the log line, sample grid and checkpoint when due (:func:`_report`).
 
     Args:
         config: Every setting of the run (``config.data.path`` names the pictures).
@@ -220,7 +256,72 @@ def train(
         CheckpointError: Nothing to resume from, or a checkpoint of another architecture.
         TrainingDiverged: The loss became NaN or infinite.
     """
-    run_dir = Path(output_dir)
+    run = _set_up(
+        config, Path(output_dir), resume=resume, init_from=init_from, recipe=recipe, on_prepare=on_prepare
+    )
+    config = run.config
+    started = time.perf_counter()
+    recent: list[tuple[float, int]] = []
+    window_losses: list[float] = []
+    for step in range(run.start_step, config.optim.steps):
+        lr = learning_rate(step, config)
+        loss_value = _optimisation_step(run, step, lr)
+        done = step + 1
+        now = time.perf_counter()
+        recent = (recent + [(now, config.optim.batch_size * run.dist.world_size)])[-20:]
+        span = recent[-1][0] - recent[0][0]
+        images_per_s = sum(n for _, n in recent[1:]) / span if span > 0 else 0.0
+        window_losses.append(loss_value)
+
+        at_checkpoint = done % config.run.checkpoint_every == 0 or done == config.optim.steps
+        at_eval = at_checkpoint or (config.run.eval_every and done % config.run.eval_every == 0)
+        val_loss = None
+        if at_eval and run.val_set is not None:
+            val_loss = _validation_loss(
+                run.ema.model, run.schedule, config.model.prediction, run.val_set, run.micro_batch, run.device,
+                config.run.seed,
+            )  # fmt: skip
+        checkpoint_dir = grid = None
+        if run.dist.main:
+            if done % config.run.log_every == 0 or done == config.optim.steps:
+                _log(run, {"step": done, "loss": sum(window_losses) / len(window_losses), "lr": lr,
+                           "images_per_s": round(images_per_s, 2), "time": round(now - started, 2)})  # fmt: skip
+                window_losses = []
+            if val_loss is not None:
+                _log(run, {"step": done, "val_loss": val_loss})
+            if config.run.sample_every and (
+                done % config.run.sample_every == 0 or done == config.optim.steps
+            ):
+                grid = _sample_grid(
+                    run.ema.model,
+                    config,
+                    run.val_set or run.dataset,
+                    run.run_dir / "samples" / f"step-{done:06d}.png",
+                )
+        if at_checkpoint:
+            improved = val_loss is not None and val_loss < run.best_val
+            if improved:
+                run.best_val = typing.cast(float, val_loss)
+            if run.dist.main:
+                checkpoint_dir = _save(run, done, improved or run.val_set is None)
+            if run.dist.world_size > 1:
+                dist.barrier()
+        yield StepInfo(done, config.optim.steps, loss_value, lr, images_per_s, now - started, val_loss,
+                       checkpoint_dir, grid)  # fmt: skip
+    if run.tb is not None:
+        run.tb.close()
+
+
+def _set_up(
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool,
+    init_from: str | Path | None,
+    recipe: str,
+    on_prepare: Callable[[int, int], None] | None,
+) -> _Run:
+    """Device, data, model, EMA, optimiser, resumed state and run folder (see :func:`train`)."""
     dist_info = init_distributed(config.run.device)
     device = resolve_device(config.run.device)
     if device.type == "cuda" and dist_info.world_size > 1:
@@ -246,10 +347,11 @@ def train(
 
     # Data: prepared once (cached), split into train and validation by a fixed rule.
     model_cfg = config.model
+    need_sketch = model_cfg.conditioning.mode == "lineart"
     if dist_info.main:
         prepared, warnings = prepare_data(
-            config.data, model_cfg.resolution, need_sketch=model_cfg.conditioning.mode == "lineart",
-            workers=config.run.num_workers, seed=config.run.seed, progress=on_prepare,
+            config.data, model_cfg.resolution, need_sketch=need_sketch, workers=config.run.num_workers,
+            seed=config.run.seed, progress=on_prepare,
         )  # fmt: skip
         for w in warnings:
             log.warning(w)
@@ -257,13 +359,9 @@ def train(
         dist.barrier()  # rank 0 filled the cache; the others now read it
         if not dist_info.main:
             prepared, _ = prepare_data(
-                config.data,
-                model_cfg.resolution,
-                need_sketch=model_cfg.conditioning.mode == "lineart",
-                seed=config.run.seed,
+                config.data, model_cfg.resolution, need_sketch=need_sketch, seed=config.run.seed
             )
     train_idx, val_idx = split_indices(len(prepared.names), config.data.val_count)
-    micro = config.optim.batch_size // config.optim.grad_accum
     if len(train_idx) < config.optim.batch_size * dist_info.world_size:
         raise DataError(
             f"{config.data.path}: only {len(train_idx)} training pictures for a batch of "
@@ -287,15 +385,13 @@ def train(
     )  # fmt: skip
     amp_dtype = _precision(config, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    start_step = 0
-    best_val = math.inf
+    start_step, best_val = 0, math.inf
     if resume:
         start_step, best_val = _load_state(existing[-1], model, ema, optimizer, scaler, device)
     train_model: nn.Module = model
     if dist_info.world_size > 1:
         ddp_kwargs: dict[str, Any] = {"device_ids": [device.index]} if device.type == "cuda" else {}
         train_model = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
-    denoiser = Denoiser(train_model, schedule, model_cfg.prediction)
 
     # Run folder (rank 0 alone writes).
     metrics_path = run_dir / "metrics.jsonl"
@@ -308,7 +404,15 @@ def train(
             _truncate_metrics(metrics_path, start_step)
         tb = _tensorboard(run_dir)
 
-    dataset = TrainingSet(prepared, train_idx, model_cfg, config.hints, config.data)
+    # The data stream: micro-batch b is a pure function of (seed, b), so resuming is exact.
+    sets = {"hints": config.hints, "lines": config.lines, "reference": config.reference}
+    dataset = TrainingSet(prepared, train_idx, model_cfg, data_config=config.data, **sets)  # type: ignore[arg-type]
+    val_set = (
+        TrainingSet(prepared, val_idx, model_cfg, data_config=config.data, augment=False, **sets)  # type: ignore[arg-type]
+        if val_idx
+        else None
+    )
+    micro = config.optim.batch_size // config.optim.grad_accum
     sampler = StreamSampler(
         len(train_idx), micro, config.run.seed, rank=dist_info.rank, world_size=dist_info.world_size,
         start=start_step * config.optim.grad_accum,
@@ -319,139 +423,102 @@ def train(
         pin_memory=pin_memory_ok(device), persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
     )  # fmt: skip
-    val_set = (
-        TrainingSet(prepared, val_idx, model_cfg, config.hints, config.data, augment=False)
-        if val_idx
-        else None
-    )
-    batches = iter(loader)
-    started = time.perf_counter()
-    recent: list[tuple[float, int]] = []
-    window_losses: list[float] = []
+    return _Run(
+        config=config, run_dir=run_dir, dist=dist_info, device=device, model=model, train_model=train_model,
+        ema=ema, optimizer=optimizer, scaler=scaler, amp_dtype=amp_dtype, schedule=schedule,
+        denoiser=Denoiser(train_model, schedule, model_cfg.prediction), memory_format=memory_format,
+        prepared=prepared, dataset=dataset, val_set=val_set, batches=iter(loader), metrics_path=metrics_path,
+        tb=tb, start_step=start_step, best_val=best_val, recipe=recipe,
+    )  # fmt: skip
+
+
+def _batch_cond(
+    batch: dict[str, torch.Tensor], device: torch.device, memory_format: torch.memory_format
+) -> ModelCond:
+    """The network's conditioning of a collated batch, on ``device``."""
     non_blocking = device.type == "cuda"
-
-    for step in range(start_step, config.optim.steps):
-        lr = learning_rate(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        train_model.train()
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = torch.zeros((), device=device)
-        for m in range(config.optim.grad_accum):
-            batch = next(batches)
-            x0 = batch["x0"].to(device, non_blocking=non_blocking).contiguous(memory_format=memory_format)
-            cond = batch["cond"].to(device, non_blocking=non_blocking).contiguous(memory_format=memory_format)
-            # Timesteps, noise and dropout of this micro-batch are seeded from (seed, step, rank, m).
-            gen = torch.Generator().manual_seed(item_seed(config.run.seed, 2, step, dist_info.rank, m))
-            t = torch.randint(0, schedule.num_train_steps, (x0.shape[0],), generator=gen).to(device)
-            noise = torch.randn(x0.shape, generator=gen).to(device, non_blocking=non_blocking)
-            noise = noise.contiguous(memory_format=memory_format)
-            torch.manual_seed(item_seed(config.run.seed, 3, step, dist_info.rank, m))
-            last_micro = m == config.optim.grad_accum - 1
-            sync = (
-                contextlib.nullcontext()
-                if (last_micro or dist_info.world_size == 1)
-                else typing.cast(nn.parallel.DistributedDataParallel, train_model).no_sync()
-            )
-            with sync:
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = denoiser.loss(x0, t, noise, cond) / config.optim.grad_accum
-                (scaler.scale(loss) if scaler else loss).backward()
-            step_loss += loss.detach()
-        if dist_info.world_size > 1:
-            dist.all_reduce(step_loss)
-            step_loss /= dist_info.world_size
-        loss_value = float(step_loss)
-        if not math.isfinite(loss_value):
-            last = checkpoints_in(run_dir)
-            where = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
-            raise TrainingDiverged(
-                f"loss became {loss_value} at step {step + 1}; stopped without saving ({where})",
-                hint="resume with a lower learning rate, e.g. --resume RUN --set optim.lr=...",
-            )
-        if scaler:
-            scaler.unscale_(optimizer)
-        if config.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
+    channels = batch["cond"].to(device, non_blocking=non_blocking).contiguous(memory_format=memory_format)
+    reference = batch.get("reference")
+    if reference is not None:
+        if not bool(reference[:, 3].any()):
+            reference = None  # nobody in this batch has a reference: skip the encoder
         else:
-            optimizer.step()
-        ema.update(model, step)
-
-        done = step + 1
-        now = time.perf_counter()
-        recent.append((now, config.optim.batch_size * dist_info.world_size))
-        recent = recent[-20:]
-        span = recent[-1][0] - recent[0][0]
-        images_per_s = sum(n for _, n in recent[1:]) / span if span > 0 else 0.0
-        window_losses.append(loss_value)
-
-        val_loss = None
-        checkpoint_dir = None
-        grid = None
-        at_checkpoint = done % config.run.checkpoint_every == 0 or done == config.optim.steps
-        at_eval = at_checkpoint or (config.run.eval_every and done % config.run.eval_every == 0)
-        if at_eval and val_set is not None:
-            val_loss = _validation_loss(
-                ema.model, schedule, model_cfg.prediction, val_set, micro, device, config.run.seed
+            reference = reference.to(device, non_blocking=non_blocking).contiguous(
+                memory_format=memory_format
             )
-        if dist_info.main:
-            if done % config.run.log_every == 0 or done == config.optim.steps:
-                record = {
-                    "step": done, "loss": sum(window_losses) / len(window_losses), "lr": lr,
-                    "images_per_s": round(images_per_s, 2), "time": round(now - started, 2),
-                }  # fmt: skip
-                _write_metrics(metrics_path, record)
-                if tb is not None:
-                    tb.add_scalar("train/loss", record["loss"], done)
-                    tb.add_scalar("train/lr", lr, done)
-                window_losses = []
-            if val_loss is not None:
-                _write_metrics(metrics_path, {"step": done, "val_loss": val_loss})
-                if tb is not None:
-                    tb.add_scalar("val/loss", val_loss, done)
-            if config.run.sample_every and (
-                done % config.run.sample_every == 0 or done == config.optim.steps
-            ):
-                grid = _sample_grid(
-                    ema.model, config, val_set or dataset, run_dir / "samples" / f"step-{done:06d}.png"
-                )
-            if at_checkpoint:
-                improved = val_loss is not None and val_loss < best_val
-                if improved:
-                    best_val = val_loss  # type: ignore[assignment]
-                checkpoint_dir = _save(
-                    run_dir,
-                    done,
-                    model,
-                    ema,
-                    optimizer,
-                    scaler,
-                    best_val,
-                    config,
-                    prepared,
-                    recipe,
-                    improved or val_set is None,
-                )
-        elif at_checkpoint and val_loss is not None and val_loss < best_val:
-            best_val = val_loss
-        if at_checkpoint and dist_info.world_size > 1:
-            dist.barrier()
-        yield StepInfo(
-            done,
-            config.optim.steps,
-            loss_value,
-            lr,
-            images_per_s,
-            now - started,
-            val_loss,
-            checkpoint_dir,
-            grid,
+    return ModelCond(channels, reference)
+
+
+def _optimisation_step(run: _Run, step: int, lr: float) -> float:
+    """One optimiser step (all micro-batches); returns the step's loss, averaged over processes.
+
+    Timesteps, noise and dropout of micro-batch m are seeded from (run seed, step, rank, m).
+
+    Raises:
+        TrainingDiverged: The loss is NaN or infinite (nothing is saved).
+    """
+    config, device, memory_format = run.config, run.device, run.memory_format
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.train_model.train()
+    run.optimizer.zero_grad(set_to_none=True)
+    step_loss = torch.zeros((), device=device)
+    non_blocking = device.type == "cuda"
+    for m in range(config.optim.grad_accum):
+        batch = next(run.batches)
+        x0 = batch["x0"].to(device, non_blocking=non_blocking).contiguous(memory_format=memory_format)
+        cond = _batch_cond(batch, device, memory_format)
+        gen = torch.Generator().manual_seed(item_seed(config.run.seed, 2, step, run.dist.rank, m))
+        t = torch.randint(0, run.schedule.num_train_steps, (x0.shape[0],), generator=gen).to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device, non_blocking=non_blocking)
+        noise = noise.contiguous(memory_format=memory_format)
+        torch.manual_seed(item_seed(config.run.seed, 3, step, run.dist.rank, m))
+        last_micro = m == config.optim.grad_accum - 1
+        sync = (
+            contextlib.nullcontext()
+            if (last_micro or run.dist.world_size == 1)
+            else typing.cast(nn.parallel.DistributedDataParallel, run.train_model).no_sync()
         )
-    if tb is not None:
-        tb.close()
+        with sync:
+            with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+                loss = run.denoiser.loss(x0, t, noise, cond) / config.optim.grad_accum
+            (run.scaler.scale(loss) if run.scaler else loss).backward()
+        step_loss += loss.detach()
+    if run.dist.world_size > 1:
+        dist.all_reduce(step_loss)
+        step_loss /= run.dist.world_size
+    loss_value = float(step_loss)
+    if not math.isfinite(loss_value):
+        last = checkpoints_in(run.run_dir)
+        where = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
+        raise TrainingDiverged(
+            f"loss became {loss_value} at step {step + 1}; stopped without saving ({where})",
+            hint="resume with a lower learning rate, e.g. --resume RUN --set optim.lr=...",
+        )
+    if run.scaler:
+        run.scaler.unscale_(run.optimizer)
+    if config.optim.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.optim.grad_clip)
+    if run.scaler:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    run.ema.update(run.model, step)
+    return loss_value
+
+
+def _log(run: _Run, record: dict[str, Any]) -> None:
+    """Append a metrics line (and its TensorBoard scalars)."""
+    _write_metrics(run.metrics_path, record)
+    if run.tb is not None:
+        for key, value in record.items():
+            if key in ("loss", "lr", "val_loss"):
+                run.tb.add_scalar(
+                    ("val/" if key == "val_loss" else "train/") + key.removeprefix("val_"),
+                    value,
+                    record["step"],
+                )
 
 
 def _tensorboard(run_dir: Path) -> Any:
@@ -487,7 +554,8 @@ def _validation_loss(
             .clamp(max=schedule.num_train_steps - 1)
         )
         noise = torch.randn(b["x0"].shape, generator=gen)
-        loss = denoiser.loss(b["x0"].to(device), t.to(device), noise.to(device), b["cond"].to(device))
+        cond = _batch_cond(b, device, torch.contiguous_format)
+        loss = denoiser.loss(b["x0"].to(device), t.to(device), noise.to(device), cond)
         total += float(loss) * n
         count += n
     return total / max(count, 1)
@@ -497,77 +565,72 @@ def _validation_loss(
 def _sample_grid(
     model: nn.Module, config: TrainConfig, source: TrainingSet, path: Path, rows: int = 4
 ) -> Path:
-    """Rows of sketch | hints | output | truth from the EMA model, written as one PNG."""
+    """Rows of sketch | hints | [reference |] output | truth from the EMA model, as one PNG."""
+    import torch.nn.functional as F
+
     from .color import lab_to_rgb, model_to_lab
 
     rows = min(rows, len(source))
     items = _collate([source[(i, item_seed(config.run.seed, 6, i))] for i in range(rows)])
     bundle = ModelBundle.from_model(model, config.model)
+    layout = config.model.conditioning
     sketch, hint_rgb, hint_mask = items["sketch"], items["hint_rgb"], items["hint_mask"]
     cond = Conditioning(sketch, hints_to_lab(hint_rgb, hint_mask), hint_mask)
-    if config.model.conditioning.region_fill:
-        cond = cond.with_region_fill()
+    if layout.region_fill:
+        cond = cond.with_region_fill(layout.region_gap)
+    if layout.reference:
+        cond = dataclasses.replace(
+            cond, reference_lab=items["reference_lab"], reference_mask=items["reference"][:, 3, 0, 0]
+        )
     gens = [torch.Generator().manual_seed(item_seed(config.run.seed, 7, i)) for i in range(rows)]
     x0 = sample(bundle, cond, SampleConfig(steps=config.run.sample_steps), gens).cpu()
-    if config.model.conditioning.mode == "photo":
+    if layout.mode == "photo":
         lab = torch.cat([sketch * 100.0, x0 * config.model.color.ab_scale], dim=1)
     else:
         lab = model_to_lab(x0, config.model.color)
     out = lab_to_rgb(lab)
-    if config.model.conditioning.mode == "lineart":
+    if layout.mode == "lineart":
         out = out * sketch
     hints_view = hint_rgb * hint_mask + (1 - hint_mask)  # hints on white
-    tiles = torch.cat([sketch.expand(-1, 3, -1, -1), hints_view, out, items["rgb"]], dim=3)
+    columns = [sketch.expand(-1, 3, -1, -1), hints_view]
+    if layout.reference:
+        ref = lab_to_rgb(items["reference_lab"]) * items["reference"][:, 3:4, :1, :1]  # black: no reference
+        columns.append(F.interpolate(ref, size=sketch.shape[-2:], mode="bilinear", align_corners=False))
+    tiles = torch.cat([*columns, out, items["rgb"]], dim=3)
     grid = torch.cat(list(tiles), dim=1)
     save_image(tensor_to_image(grid), path, overwrite=True)
     return path
 
 
-def _save(
-    run_dir: Path,
-    step: int,
-    model: nn.Module,
-    ema: _EMA,
-    optimizer: torch.optim.Optimizer,
-    scaler: Any,
-    best_val: float,
-    config: TrainConfig,
-    prepared: PreparedData,
-    recipe: str,
-    is_best: bool,
-) -> Path:
+def _save(run: _Run, step: int, is_best: bool) -> Path:
     """Write checkpoint ``step`` atomically (temporary folder renamed), update last/best, prune."""
-    folder = run_dir / "checkpoints" / f"step-{step:06d}"
-    tmp = run_dir / "checkpoints" / f".step-{step:06d}.tmp"
+    config = run.config
+    folder = run.run_dir / "checkpoints" / f"step-{step:06d}"
+    tmp = run.run_dir / "checkpoints" / f".step-{step:06d}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     dtype = torch.float16 if config.run.export_dtype == "float16" else torch.float32
     save_checkpoint(
-        tmp / MODEL_FILE,
-        ema.model,
-        config.model,
-        step=step,
-        data_digest=prepared.digest,
-        dtype=dtype,
-        recipe=recipe,
-    )
+        tmp / MODEL_FILE, run.ema.model, config.model, step=step, data_digest=run.prepared.digest, dtype=dtype,
+        recipe=run.recipe,
+    )  # fmt: skip
     state = {
         "step": step,
-        "best_val": best_val,
-        "model": unwrap_model(model).state_dict(),
-        "ema": ema.model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else {},
+        "best_val": run.best_val,
+        "model": unwrap_model(run.model).state_dict(),
+        "ema": run.ema.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler is not None else {},
     }
     torch.save(state, tmp / STATE_FILE)
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
     for name in ["last.safetensors"] + (["best.safetensors"] if is_best else []):
-        with atomic_write(run_dir / name, overwrite=True) as t:
+        with atomic_write(run.run_dir / name, overwrite=True) as t:
             shutil.copyfile(folder / MODEL_FILE, t)
-    for old in checkpoints_in(run_dir)[: -config.run.keep_last]:
+    for old in checkpoints_in(run.run_dir)[: -config.run.keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return folder
 
