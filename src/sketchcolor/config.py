@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import operator
 import tomllib
 import types
 import typing
@@ -423,7 +425,33 @@ class SampleConfig:
     def __post_init__(self) -> None:
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         _check(0.0 <= self.eta <= 1.0, f"eta must be in [0, 1], got {self.eta}")
-        _check(self.guidance >= 0.0, f"guidance must be >= 0, got {self.guidance}")
+        # inf passes ">= 0" and NaN fails nothing: both would surface later as a "broken model".
+        _check(
+            math.isfinite(self.guidance) and self.guidance >= 0.0,
+            f"guidance must be finite and >= 0, got {self.guidance}",
+        )
+
+
+#: Seeds are integers in [0, SEED_LIMIT): everything a torch generator takes, in every command and
+#: the Python API. Sample ``i`` of a run uses ``(seed + i) % SEED_LIMIT``.
+SEED_LIMIT = 2**64
+
+
+def check_seed(seed: int, what: str = "seed") -> int:
+    """The one rule for seeds (see :data:`SEED_LIMIT`).
+
+    Raises:
+        ConfigError: Not an integer, negative, or 2**64 or more.
+    """
+    try:
+        value = None if isinstance(seed, bool) else operator.index(seed)  # ints, NumPy ints; not floats
+    except TypeError:
+        value = None
+    _check(
+        value is not None and 0 <= value < SEED_LIMIT,
+        f"{what} must be an integer from 0 to 2**64 - 1 (18446744073709551615), got {seed!r}",
+    )
+    return int(seed)
 
 
 # ----------------------------------------------------------------------------------------------

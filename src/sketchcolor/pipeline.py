@@ -45,11 +45,12 @@ from .conditioning import (
     resolve_coordinate,
     split_hints_from_sketch,
 )
-from .config import ColorConfig, ConditioningConfig, SampleConfig
+from .config import SEED_LIMIT, ColorConfig, ConditioningConfig, SampleConfig, check_seed
 from .denoiser import GuidedDenoiser
 from .device import autocast, resolve_device
-from .errors import HintError, ImageError
+from .errors import ConfigError, HintError, ImageError
 from .io import (
+    check_hint_extent,
     crop_to,
     image_to_tensor,
     load_rgb,
@@ -242,7 +243,9 @@ def build_hints(
     """
     layer = in_sketch if in_sketch is not None else HintLayer.empty(size)
     h, w = size
-    radius = default_point_radius(size) if point_radius is None else point_radius
+    radius = (
+        default_point_radius(size) if point_radius is None else check_hint_extent(point_radius, "hint radius")
+    )
     for image in images:
         layer = hints_from_image(image, size, stretch=stretch).over(layer)
     for path in json_files:
@@ -323,8 +326,29 @@ def pin_hook(
 
 
 def item_generators(seed: int, count: int) -> list[torch.Generator]:
-    """One CPU generator per sample: sample i uses seed + i, so results do not depend on batching."""
-    return [torch.Generator("cpu").manual_seed(int(seed) + i) for i in range(count)]
+    """One CPU generator per sample: sample i uses seed + i, so results do not depend on batching.
+
+    Raises:
+        ConfigError: ``seed`` breaks the seed rule (:func:`~sketchcolor.config.check_seed`).
+    """
+    seed = check_seed(seed)
+    return [torch.Generator("cpu").manual_seed((seed + i) % SEED_LIMIT) for i in range(count)]
+
+
+def check_sample_config(sample_config: SampleConfig, bundle: ModelBundle) -> None:
+    """Settings that depend on the model: at most ``num_train_steps`` sampling steps.
+
+    Raises:
+        ConfigError: Too many steps for this model's schedule (checked before any sampling).
+    """
+    limit = bundle.schedule.num_train_steps
+    if sample_config.steps > limit:
+        where = bundle.path or "the model"
+        raise ConfigError(
+            f"steps = {sample_config.steps}: {where} has {limit} noise levels, so it takes at most "
+            f"{limit} sampling steps",
+            hint=f"use 1 to {limit} steps",
+        )
 
 
 def sample(
@@ -350,6 +374,7 @@ def sample(
     Returns:
         x0 in model space, (N, C, h, w) float32, on the model's device.
     """
+    check_sample_config(sample_config, bundle)
     config = bundle.config
     device = bundle.device
     # The layout the weights are stored in (channels-last on CPU/CUDA) is used for activations too.
@@ -681,7 +706,7 @@ def colorize_batch(
     results: list[ColorizeResult | None] = [None] * len(preps)
     for members in groups.values():
         cond = Conditioning.cat([preps[i].cond for i in members])
-        gens = [torch.Generator("cpu").manual_seed(int(seeds[i])) for i in members]
+        gens = [torch.Generator("cpu").manual_seed(check_seed(seeds[i])) for i in members]
         x0 = sample(bundle, cond, sample_config, gens, callback=callback).float().cpu()
         for j, i in enumerate(members):
             image, colour = _finish(x0[j : j + 1], preps[i], bundle, flat, hint_regions, keep_flats)

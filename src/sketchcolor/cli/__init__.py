@@ -12,8 +12,10 @@ Examples::
 Each command builds configs from its options and calls library functions. Progress bars,
 warnings and errors go to stderr; results go to stdout as a short human summary or, with
 ``--format json``, as JSON. Errors caused by input (a bad file, flag or checkpoint) print one line,
-``sketchcolor: error: <what>: <problem>``, and exit with status 1 (2 for a bad flag); set
-``SKETCHCOLOR_DEBUG=1`` to see the traceback.
+``sketchcolor: error: <what>: <problem>``, and exit with status 1 (2 for a bad flag). Any other
+exception is a bug, and still gives one line naming the command's input, the exception and
+"this is a bug"; set ``SKETCHCOLOR_DEBUG=1`` to see the traceback. No traceback is ever printed
+otherwise (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from . import batch as _batch  # noqa: F401  (registers the command)
 from . import colorize as _colorize  # noqa: F401  (registers the command)
 from . import eval as _eval  # noqa: F401  (registers the command)
 from . import train as _train  # noqa: F401  (registers the command)
-from .app import app, stderr, stdout
+from .app import app, current_subject, stderr, stdout, working_on
 
 __all__ = ["app", "main"]
 
@@ -47,6 +49,21 @@ def _fail(message: str, hint: str | None = None) -> None:
     )
 
 
+def _describe_unexpected(exc: BaseException) -> tuple[str, str]:
+    """One line for an exception that is not a user error: the input, the exception, "a bug"."""
+    if "OutOfMemoryError" in type(exc).__name__ or "out of memory" in str(exc).lower():
+        return "out of memory", "try a smaller image, a smaller --batch-size or --device cpu"
+    text = " ".join(str(exc).split()) or "(no message)"
+    if len(text) > 300:
+        text = text[:297] + "..."
+    subject = current_subject()
+    where = f"{subject}: " if subject else ""
+    return (
+        f"{where}unexpected {type(exc).__name__}: {text}",
+        "this is a bug; SKETCHCOLOR_DEBUG=1 shows the traceback",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status (0 ok, 1 failed, 2 bad usage, 130 interrupted).
 
@@ -59,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     args = list(sys.argv[1:] if argv is None else argv)
+    working_on(None)
     try:
         rv = app(args=args, prog_name="sketchcolor", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
@@ -86,13 +104,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         # Usage errors of the command-line parser (click, or the copy vendored in newer typer):
         # recognised by their interface so any typer version works.
-        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                stdout.print(exc.format_message(), highlight=False, markup=False)
+                return 0
+            _fail(exc.format_message().replace("\n", " "), "see --help" if int(exc.exit_code) == 2 else None)
+            return int(exc.exit_code)
+        if debug:
             raise
-        if type(exc).__name__ == "NoArgsIsHelpError":
-            stdout.print(exc.format_message(), highlight=False, markup=False)
-            return 0
-        _fail(exc.format_message().replace("\n", " "), "see --help" if int(exc.exit_code) == 2 else None)
-        return int(exc.exit_code)
+        _fail(*_describe_unexpected(exc))
+        return 1
     finally:
         logger.removeHandler(handler)
 
