@@ -48,11 +48,13 @@ def colorize(
             "no hint", or an RGBA tensor (1, 4, H, W).
         model: Path to a ``.safetensors`` model, a loaded ``ModelBundle``, or None for the model
             bundled with the package.
-        steps: Sampling steps (default: :class:`sketchcolor.config.SampleConfig`'s).
-        sampler: ``"ddim"`` or ``"ddpm"``.
+        steps: Sampling steps, 1 to the model's noise levels (1000 for the bundled model; default:
+            :class:`sketchcolor.config.SampleConfig`'s).
+        sampler: ``"ddim"``, ``"ddpm"`` or ``"dpmpp2m"`` (DPM-Solver++(2M), deterministic, for
+            few steps).
         eta: DDIM stochasticity in [0, 1].
-        guidance: Classifier-free guidance scale on the hints (1 = off).
-        seed: Random seed; the same seed gives the same picture.
+        guidance: Classifier-free guidance scale on the hints, finite and >= 0 (1 = off).
+        seed: Random seed, 0 to 2**64 - 1; the same seed gives the same picture.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
         **kwargs: Further :class:`sketchcolor.config.SampleConfig` fields.
 
@@ -60,7 +62,8 @@ def colorize(
         An RGB ``PIL.Image``.
 
     Raises:
-        sketchcolor.errors.SketchcolorError: Bad input, model or device (one-line message).
+        sketchcolor.errors.SketchcolorError: Bad input, setting, model or device (one-line message
+            naming it); no other exception for bad input.
     """
     from .config import SampleConfig, from_dict
     from .pipeline import colorize as _colorize

@@ -263,6 +263,11 @@ def train(
                 seed=config.run.seed,
             )
     train_idx, val_idx = split_indices(len(prepared.names), config.data.val_count)
+    if dist_info.main and len(val_idx) < config.data.val_count:
+        log.warning(
+            "%s: %d pictures: validation uses %d of them, not data.val_count = %d (at most half the set)",
+            config.data.path, len(prepared.names), len(val_idx), config.data.val_count,
+        )  # fmt: skip
     micro = config.optim.batch_size // config.optim.grad_accum
     if len(train_idx) < config.optim.batch_size * dist_info.world_size:
         raise DataError(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 import typer
@@ -40,13 +41,20 @@ __all__ = ["app", "main"]
 class _StderrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         level = "warning" if record.levelno >= logging.WARNING else "info"
-        stderr.print(f"sketchcolor: {level}: {record.getMessage()}", highlight=False, soft_wrap=True)
+        # markup=False everywhere: file names such as page[1].png are text, not rich markup.
+        text = " ".join(record.getMessage().split())
+        stderr.print(f"sketchcolor: {level}: {text}", highlight=False, soft_wrap=True, markup=False)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    """Python warnings (from PIL, torch, ...) as one line each, like the package's own."""
+    text = " ".join(str(message).split())
+    stderr.print(f"sketchcolor: warning: {text}", highlight=False, soft_wrap=True, markup=False)
 
 
 def _fail(message: str, hint: str | None = None) -> None:
-    stderr.print(
-        f"sketchcolor: error: {message}" + (f" ({hint})" if hint else ""), highlight=False, soft_wrap=True
-    )
+    line = " ".join((f"sketchcolor: error: {message}" + (f" ({hint})" if hint else "")).split())
+    stderr.print(line, highlight=False, soft_wrap=True, markup=False)
 
 
 def _describe_unexpected(exc: BaseException) -> tuple[str, str]:
@@ -77,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.setLevel(logging.INFO)
     args = list(sys.argv[1:] if argv is None else argv)
     working_on(None)
+    saved_showwarning = warnings.showwarning
+    if not debug:
+        warnings.showwarning = _show_warning
     try:
         rv = app(args=args, prog_name="sketchcolor", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
@@ -115,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(*_describe_unexpected(exc))
         return 1
     finally:
+        warnings.showwarning = saved_showwarning
         logger.removeHandler(handler)
 
 

@@ -214,4 +214,4 @@ def emit(result: Mapping[str, Any] | list[Any], fmt: OutputFormat, human: str, q
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(json_safe(result), indent=2, sort_keys=True) + "\n")
     elif not quiet:
-        stdout.print(human, highlight=False, soft_wrap=True)
+        stdout.print(human, highlight=False, soft_wrap=True, markup=False)

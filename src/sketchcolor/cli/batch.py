@@ -430,6 +430,7 @@ def batch_cli(
         stderr.print(
             f"sketchcolor: ... and {len(failed) - SHOWN_FAILURES} more failures (see {manifest})",
             highlight=False,
+            markup=False,
         )
     seconds = round(time.perf_counter() - started, 2)
     summary = (
