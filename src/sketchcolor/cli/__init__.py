@@ -90,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = _show_warning
     try:
         rv = app(args=args, prog_name="sketchcolor", standalone_mode=False)
+        if rv == 130:  # newer typer turns Ctrl-C into a returned 130 without a word (commands return None)
+            _fail("interrupted")
         return rv if isinstance(rv, int) else 0
     except typer.Exit as exc:
         return int(exc.exit_code)

@@ -185,7 +185,7 @@ class _CountColumn(ProgressColumn):
 
 
 def progress_bar(quiet: bool, label: str) -> Progress:
-    """A progress bar on stderr (disabled when quiet)."""
+    """A progress bar on stderr (disabled when quiet, or when stderr is not a terminal)."""
     return Progress(
         TextColumn(label),
         BarColumn(),
@@ -193,7 +193,8 @@ def progress_bar(quiet: bool, label: str) -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=stderr,
-        disable=quiet,
+        # Only on a terminal: a pipe or a CI log gets no bar remnants, just the result lines.
+        disable=quiet or not stderr.is_terminal,
         transient=True,
     )
 

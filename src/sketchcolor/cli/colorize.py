@@ -341,9 +341,9 @@ def check_outputs(
     for p in paths:
         if is_stdio(p):
             continue
+        check_output_path(p)
         if p.suffix.lower() != ".gif":
             output_format(p)  # a suffix that cannot be written is refused now, not after sampling
-        check_output_path(p)
         for q in inputs:
             if not is_stdio(q) and same_file(p, q):
                 what = roles.get(q, "an input")
@@ -546,8 +546,8 @@ def locate_input(entry: dict[str, Any], png: Path, override: Path | None = None)
     shown = entry.get("path", "?")
     digest = entry.get("digest")
     if override is not None:
-        candidates = [override]
-    elif entry.get("stream"):
+        return override  # read once later (it may be a pipe); its digest is checked then
+    if entry.get("stream"):
         raise SketchcolorError(
             f"{png}: its {role} was read from {'standard input' if shown == '-' else f'a pipe ({shown})'}",
             hint="give it again: sketchcolor colorize FILE --from-png ..." if role == "sketch" else None,
@@ -587,6 +587,7 @@ class Reproduction:
     pick: int
     model: Path | None
     model_digest: str | None
+    sketch_digest: str | None
 
 
 def plan_reproduction(
@@ -659,7 +660,8 @@ def plan_reproduction(
         model_path=str(model_path) if model_path is not None else None,
     )
     first_seed = (seed - pick) % SEED_LIMIT
-    return Reproduction(job, sketch_path, first_seed, pick, model_path, model_digest)
+    sketch_digest = entries[0].get("digest") if isinstance(entries[0].get("digest"), str) else None
+    return Reproduction(job, sketch_path, first_seed, pick, model_path, model_digest, sketch_digest)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -807,6 +809,8 @@ def colorize_cli(
     paths = output_paths(out_path, single) + ([save_steps] if save_steps is not None else [])
     check_outputs(paths, inputs_used, overwrite=overwrite, input_roles=roles)
     inputs = load_inputs(sketch, job)
+    if from_png is not None and plan.sketch_digest not in (None, inputs.entries[0]["digest"]):
+        raise SketchcolorError(f"{sketch}: is not the sketch {from_png} was made from (its digest differs)")
     bundle = load_model(model, str(device))
     check_mode(bundle, mode)
     if want_digest is not None and bundle.digest != want_digest:
