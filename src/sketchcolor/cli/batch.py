@@ -431,6 +431,7 @@ def batch_cli(
             f"sketchcolor: ... and {len(failed) - SHOWN_FAILURES} more failures (see {manifest})",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
     seconds = round(time.perf_counter() - started, 2)
     summary = (

@@ -212,7 +212,10 @@ def train_cli(
             if info.checkpoint is not None and show:
                 val = f", val loss {info.val_loss:.4f}" if info.val_loss is not None else ""
                 stderr.print(
-                    f"step {info.step}: checkpoint {info.checkpoint}{val}", highlight=False, markup=False
+                    f"step {info.step}: checkpoint {info.checkpoint}{val}",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
                 )
             last = info
     if not main_process:
