@@ -718,3 +718,69 @@ def test_python_api_hint_radius_follows_the_one_rule():
     for bad in (-5, float("nan"), float("inf")):
         with pytest.raises(HintError, match="hint radius must be a finite number of pixels >= 0"):
             build_hints((10, 10), points=["1,1,red"], point_radius=bad)
+
+
+# ----------------------------------------------------------------------------------------------
+# Small things users notice (issue 10, item 8)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_progress_counts_never_show_none():
+    from rich.progress import Progress
+
+    from sketchcolor.cli.app import _CountColumn
+
+    with Progress(disable=True) as progress:
+        unknown = progress.add_task("x", total=None, completed=3)
+        known = progress.add_task("y", total=10, completed=3)
+        column = _CountColumn()
+        assert column.render(progress.tasks[unknown]).plain == "3"
+        assert column.render(progress.tasks[known]).plain == "3/10"
+
+
+def test_manifest_seconds_are_per_item(capsys, ctx):
+    root = _pages(ctx, "a.png", "b.png", "c.png")
+    code, out, err = run(capsys, "batch", root, "-o", ctx.path("out"), "-m", ctx.model, "--steps", 2, "-b", 3,
+                         "--format", "json")  # fmt: skip
+    assert code == 0, err
+    total = json.loads(out)["seconds"]
+    doc = json.loads(ctx.path("out/sketchcolor-manifest.json").read_text())
+    seconds = [e["seconds"] for e in doc["entries"]]
+    assert all(s > 0 for s in seconds)
+    assert sum(seconds) <= total + 0.05  # each is its own share, not the whole chunk's time
+
+
+def test_side_files_carry_the_record_and_reproduce(capsys, ctx):
+    made = ctx.colorize("--save-flats", "--save-hints", "--hint", "10,10,red", out="side.png")
+    flats = made.with_name("side.flats.png")
+    assert json.loads(Image.open(flats).text["sketchcolor"])["side_file"] == "flats"
+    code, out, err = run(capsys, "colorize", "--from-png", flats, "-o", ctx.path("again.png"), "-q")
+    assert code == 0, err
+    assert np.array_equal(np.asarray(Image.open(flats)), np.asarray(Image.open(ctx.path("again.flats.png"))))
+    assert np.array_equal(
+        np.asarray(Image.open(made.with_name("side.hints.png"))),
+        np.asarray(Image.open(ctx.path("again.hints.png"))),
+    )
+
+
+def test_resume_keeps_the_original_recipe_and_small_sets_warn(capsys, tmp_path):
+    from sketchcolor.checkpoint import read_metadata
+    from sketchcolor.config import dumps_toml, to_dict
+
+    from .conftest import tiny_train_config, write_dataset
+
+    data = write_dataset(tmp_path / "pictures", 8)
+    cfg_path = tmp_path / "recipe.toml"
+    cfg_path.write_text(dumps_toml(to_dict(tiny_train_config(data, tmp_path, **{"optim.steps": 2}))))
+    run_dir = tmp_path / "run"
+    code, out, err = run(
+        capsys, "train", "--config", cfg_path, "--out", run_dir, "--set", "data.val_count=10", "-q"
+    )
+    assert code == 0, err
+    assert "validation uses 4 of them, not data.val_count = 10" in err
+    first = read_metadata(run_dir / "last.safetensors")["recipe"]
+    assert first.startswith("sketchcolor train --config") and "--set data.val_count=10" in first
+    code, out, err = run(capsys, "train", "--resume", run_dir, "--steps", 4, "-q")
+    assert code == 0, err
+    recipe = read_metadata(run_dir / "last.safetensors")["recipe"]
+    assert recipe == f"{first} ; resumed: sketchcolor train --resume {run_dir} --steps 4 -q"

@@ -33,7 +33,7 @@ from . import batch as _batch  # noqa: F401  (registers the command)
 from . import colorize as _colorize  # noqa: F401  (registers the command)
 from . import eval as _eval  # noqa: F401  (registers the command)
 from . import train as _train  # noqa: F401  (registers the command)
-from .app import app, current_subject, stderr, stdout, working_on
+from .app import app, current_subject, set_command_line, stderr, stdout, working_on
 
 __all__ = ["app", "main"]
 
@@ -85,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.setLevel(logging.INFO)
     args = list(sys.argv[1:] if argv is None else argv)
     working_on(None)
+    set_command_line(args)
     saved_showwarning = warnings.showwarning
     if not debug:
         warnings.showwarning = _show_warning

@@ -144,9 +144,10 @@ OverwriteOpt = Annotated[
 
 
 class _Subject:
-    """What the running command works on (its input), named by errors that are bugs."""
+    """What the running command works on (its input), named by errors that are bugs; its argv."""
 
     value: str | None = None
+    argv: list[str] = []
 
 
 def working_on(thing: Any) -> None:
@@ -156,6 +157,17 @@ def working_on(thing: Any) -> None:
 
 def current_subject() -> str | None:
     return _Subject.value
+
+
+def set_command_line(argv: list[str]) -> None:
+    _Subject.argv = list(argv)
+
+
+def command_line() -> str:
+    """The running command as typed: ``sketchcolor train --data ...`` (recorded in models)."""
+    import shlex
+
+    return shlex.join(["sketchcolor", *_Subject.argv])
 
 
 def version_callback(value: bool) -> None:

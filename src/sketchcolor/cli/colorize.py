@@ -399,14 +399,19 @@ def save_outputs(
             sys.stdout.buffer.flush()
         else:
             save_image(image, path, overwrite=overwrite, text=text)
-        if job.save_flats:
-            save_image(result.flats[i], path.with_name(f"{path.stem}.flats.png"), overwrite=overwrite)
+        if job.save_flats:  # side files carry their picture's record too (and say what they are)
+            side = {"sketchcolor": json.dumps({**record, "side_file": "flats"}, sort_keys=True)}
+            save_image(
+                result.flats[i], path.with_name(f"{path.stem}.flats.png"), overwrite=overwrite, text=side
+            )
         records.append(record)
     if job.save_hints:
+        side = {"sketchcolor": json.dumps({**records[0], "side_file": "hints"}, sort_keys=True)}
         save_image(
             tensor_to_image(result.hints.to_rgba()),
             out.with_name(f"{out.stem}.hints.png"),
             overwrite=overwrite,
+            text=side,
         )
     if save_steps is not None:
         for i, frames in enumerate(result.frames):
@@ -622,6 +627,7 @@ def plan_reproduction(
     if radius is not None and not (_is_number(radius) and radius >= 0):
         raise rec.bad("hint_sources", "a radius that is null or a finite number >= 0")
     side = rec.get("side_files", "an object", lambda v: isinstance(v, dict), {})
+    this = rec.get("side_file", "flats or hints", lambda v: v in ("flats", "hints"), None)
     model_name = rec.get("model", "a file name or null", lambda v: v is None or isinstance(v, str), None)
     model_digest = rec.get("model_digest", "a digest", lambda v: v is None or isinstance(v, str), None)
 
@@ -654,8 +660,8 @@ def plan_reproduction(
         stretch=bool(sources.get("stretch", False)),
         flat=flat,
         hint_regions=regions,
-        save_flats=save_flats or bool(side.get("flats", False)),
-        save_hints=save_hints or bool(side.get("hints", False)),
+        save_flats=save_flats or bool(side.get("flats", False)) or this == "flats",
+        save_hints=save_hints or bool(side.get("hints", False)) or this == "hints",
         num_samples=num,
         model_path=str(model_path) if model_path is not None else None,
     )

@@ -302,6 +302,7 @@ def eval_cli(
 
     from ..checkpoint import default_model_path, read_config
     from ..device import resolve_device
+    from ..io import check_output_path
     from ..metrics import LpipsMetric
 
     # Fail fast on bad inputs (one line), before loading metrics or models.
@@ -310,6 +311,9 @@ def eval_cli(
     )
     if plot is not None:
         ev.check_plot_available()
+    for report_path in (json_path, csv_path, plot):
+        if report_path is not None:
+            check_output_path(report_path)  # a folder or a path under a file: refused before the work
     if pred is not None and truth is not None:
         pairing = ev.find_pairs(pred, truth)
     elif data is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +26,7 @@ from .app import (
     OutputFormat,
     QuietOpt,
     app,
+    command_line,
     emit,
     finite,
     progress_bar,
@@ -179,7 +179,7 @@ def train_cli(
         check_seed(config.run.seed, "run.seed")
     except ConfigError as exc:
         raise typer.BadParameter(exc.message) from None
-    command = "sketchcolor train " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:])
+    command = command_line()
     recipe = _resumed_recipe(resume, command) if resume is not None else command
     main_process = int(os.environ.get("RANK", "0")) == 0
     show = not quiet and main_process
