@@ -784,3 +784,31 @@ def test_resume_keeps_the_original_recipe_and_small_sets_warn(capsys, tmp_path):
     assert code == 0, err
     recipe = read_metadata(run_dir / "last.safetensors")["recipe"]
     assert recipe == f"{first} ; resumed: sketchcolor train --resume {run_dir} --steps 4 -q"
+
+
+def test_a_long_json_stroke_does_not_hang():
+    """A stroke across a page is thousands of dots; each is painted in its own window only."""
+    import time
+
+    import torch
+
+    from sketchcolor.conditioning import from_points, from_strokes
+
+    start = time.perf_counter()
+    layer = from_strokes([([(0, 0), (1023, 1023)], (1.0, 0.0, 0.0), 4)], (1024, 1024))
+    assert time.perf_counter() - start < 20  # was about 100 s
+    assert layer.mask[0, 0, 512, 512] == 1 and layer.mask[0, 0, 0, 1023] == 0
+    # The same pixels as the disc test over the whole image.
+    rng = np.random.default_rng(3)
+    for radius in (0.0, 1.0, 2.5, 7.0, float("inf")):
+        h, w = 23, 31
+        points = [(float(rng.uniform(0, w)), float(rng.uniform(0, h)), (0.2, 0.4, 0.6)) for _ in range(4)]
+        _, mask = from_points(points, (h, w), radius=radius)
+        yy, xx = torch.meshgrid(
+            torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+        )
+        want = torch.zeros(h, w, dtype=torch.bool)
+        for x, y, _ in points:
+            want |= ((xx - float(int(x))) ** 2 + (yy - float(int(y))) ** 2) <= radius**2
+            want[int(y), int(x)] = True
+        assert torch.equal(mask[0, 0].bool(), want), radius

@@ -237,16 +237,26 @@ def from_points(
     h, w = size
     rgb = torch.zeros(1, 3, h, w)
     mask = torch.zeros(1, 1, h, w)
-    yy, xx = torch.meshgrid(
-        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
-    )
+    r = max(radius, 0.0)
+    # Each disc is computed in its bounding window only (the same pixels as over the whole image):
+    # a stroke is thousands of dots, and a full-image pass per dot took minutes on a large page.
+    reach = max(h, w) if r == math.inf else (int(r) if r == r else 0)
     for x, y, colour in points:
         if not (0 <= x < w and 0 <= y < h):
             raise HintError(f"hint point ({x:g}, {y:g}) is outside the {w}x{h} image")
-        disc = ((xx - float(int(x))) ** 2 + (yy - float(int(y))) ** 2) <= max(radius, 0.0) ** 2
-        disc[int(y), int(x)] = True
-        rgb[0, :, disc] = torch.tensor(colour, dtype=torch.float32).view(3, 1)
-        mask[0, 0, disc] = 1.0
+        cx, cy = int(x), int(y)
+        y0, y1, x0, x1 = (
+            max(0, cy - reach),
+            min(h, cy + reach + 1),
+            max(0, cx - reach),
+            min(w, cx + reach + 1),
+        )
+        yy = torch.arange(y0, y1, dtype=torch.float32).view(-1, 1)
+        xx = torch.arange(x0, x1, dtype=torch.float32).view(1, -1)
+        disc = ((xx - float(cx)) ** 2 + (yy - float(cy)) ** 2) <= r**2
+        disc[cy - y0, cx - x0] = True
+        rgb[0, :, y0:y1, x0:x1][:, disc] = torch.tensor(colour, dtype=torch.float32).view(3, 1)
+        mask[0, 0, y0:y1, x0:x1][disc] = 1.0
     return rgb, mask
 
 
