@@ -194,6 +194,10 @@ CASES: list[tuple[str, Args, int, str]] = [
     ("output-under-a-file", args(lambda c: ["colorize", c.sketch(), "-m", c.model, "-o", c.text_file("f.txt") / "o.png"]),
      1, "f.txt is a file, not a folder"),  # fmt: skip
     ("save-steps-not-gif", colorize("--save-steps", lambda c: c.path("steps.png")), 2, "the animation is a GIF"),
+    ("output-gif-before-model", args(lambda c: ["colorize", c.sketch(), "-m", c.path("nomodel.safetensors"), "-o", c.path("o.gif")]),
+     1, "o.gif: cannot write '.gif' images"),  # fmt: skip
+    ("batch-hints-missing", args(lambda c: ["batch", _pages(c), "-o", c.path("out"), "--hints", c.path("gone.png"), "-m", c.model]),
+     1, "gone.png: file not found"),  # fmt: skip
     ("stdout-and-json", colorize("--format", "json", out="-"), 2, "--format json cannot share it"),
     ("stdout-and-samples", colorize("-n", 2, out="-"), 2, "need a file name"),
     # --- colorize: models ----------------------------------------------------------------------

@@ -348,6 +348,11 @@ def batch_cli(
         save_flats=save_flats, save_hints=save_hints, num_samples=num_samples, model=model,
     )  # fmt: skip
     _check_folders(input_dir, output_dir, hints_dir)
+    for path in job.hints:  # read again for every sketch: a pipe would be empty after the first
+        if not path.is_file():
+            raise SketchcolorError(
+                f"{path}: {'file not found' if not path.exists() else 'batch --hints must be a regular file'}"
+            )
     inside = input_dir.is_dir() and input_dir.resolve() in output_dir.resolve().parents
     sketches = find_sketches(input_dir, recursive=recursive, pattern=pattern, exclude=output_dir)
     if inside and recursive:

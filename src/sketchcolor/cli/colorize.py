@@ -322,12 +322,17 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 def check_outputs(
-    paths: list[Path], inputs: list[Path], *, overwrite: bool, input_roles: dict[Path, str] | None = None
+    paths: list[Path],
+    inputs: list[Path],
+    *,
+    overwrite: bool,
+    input_roles: dict[Path, str] | None = None,
+    animation: Path | None = None,
 ) -> None:
     """Before any work: every output can be written, is free (or ``overwrite``), and is no input.
 
     An input of the command (the sketch, a hints file, the PNG being reproduced) is never written
-    over, whatever ``overwrite`` says.
+    over, whatever ``overwrite`` says. ``animation`` (in ``paths``) is the ``--save-steps`` GIF.
 
     Raises:
         ImageError: An output suffix that cannot be written.
@@ -342,7 +347,7 @@ def check_outputs(
         if is_stdio(p):
             continue
         check_output_path(p)
-        if p.suffix.lower() != ".gif":
+        if p != animation:
             output_format(p)  # a suffix that cannot be written is refused now, not after sampling
         for q in inputs:
             if not is_stdio(q) and same_file(p, q):
@@ -813,7 +818,7 @@ def colorize_cli(
     # Everything that can be checked is checked before reading the model.
     single = dataclasses.replace(job, num_samples=1) if pick is not None else job
     paths = output_paths(out_path, single) + ([save_steps] if save_steps is not None else [])
-    check_outputs(paths, inputs_used, overwrite=overwrite, input_roles=roles)
+    check_outputs(paths, inputs_used, overwrite=overwrite, input_roles=roles, animation=save_steps)
     inputs = load_inputs(sketch, job)
     if from_png is not None and plan.sketch_digest not in (None, inputs.entries[0]["digest"]):
         raise SketchcolorError(f"{sketch}: is not the sketch {from_png} was made from (its digest differs)")
