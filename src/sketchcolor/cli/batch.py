@@ -150,7 +150,9 @@ def find_sketches(root: Path, *, recursive: bool, pattern: str, exclude: Path | 
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def plan_outputs(sketches: list[Path], root: Path, output_dir: Path) -> tuple[dict[Path, Path], list[str]]:
+def plan_outputs(
+    sketches: list[Path], root: Path, output_dir: Path
+) -> tuple[dict[Path, Path], dict[Path, str]]:
     """The output of every sketch, distinct even where inputs share a stem; decided before any work.
 
     The rule: a sketch ``REL/STEM.EXT`` writes ``OUT/REL/STEM.png``. When several sketches of one
@@ -161,14 +163,14 @@ def plan_outputs(sketches: list[Path], root: Path, output_dir: Path) -> tuple[di
     ``--shard`` of a run names files alike.
 
     Returns:
-        ``{sketch: output}`` and one note per renamed sketch.
+        ``{sketch: output}`` and ``{renamed sketch: note}``.
     """
     groups: dict[tuple[str, str], list[Path]] = {}
     for path in sketches:
         rel = path.relative_to(root)
         groups.setdefault((rel.parent.as_posix().casefold(), rel.stem.casefold()), []).append(path)
     outputs: dict[Path, Path] = {}
-    notes: list[str] = []
+    notes: dict[Path, str] = {}
     for members in groups.values():
         pngs = [p for p in members if p.suffix.lower() == ".png"]
         keeper = pngs[0] if len(pngs) == 1 else None
@@ -179,7 +181,7 @@ def plan_outputs(sketches: list[Path], root: Path, output_dir: Path) -> tuple[di
             else:
                 outputs[path] = output_dir / rel.parent / f"{rel.name}.png"
                 others = ", ".join(p.name for p in members if p != path)
-                notes.append(f"{path}: shares its name with {others}; written as {outputs[path].name}")
+                notes[path] = f"shares its name with {others}; written as {outputs[path].name}"
     return outputs, notes
 
 
@@ -374,12 +376,12 @@ def batch_cli(
         entry = Entry(
             path, rel, outputs[path], hints_for(path, rel, hints_dir), derive_seed(seed, rel.as_posix())
         )
-        entry.note = next((n.split(": ", 1)[1] for n in renames if n.startswith(f"{path}: ")), None)
+        entry.note = renames.get(path)
         entries.append(entry)
     all_inputs = set(sketches) | set(job.hints) | {h for e in entries for h in e.hints}
     check_collisions(entries, job, all_inputs)
-    for note in renames:
-        stderr.print(f"sketchcolor: info: {note}", highlight=False, soft_wrap=True, markup=False)
+    for path, note in renames.items():
+        stderr.print(f"sketchcolor: info: {path}: {note}", highlight=False, soft_wrap=True, markup=False)
     for e in entries:
         _status_of(e, job, overwrite)
     todo = [e for e in entries if e.status == "pending"]
