@@ -175,6 +175,9 @@ CASES: list[tuple[str, Args, int, str]] = [
      1, "rs.json: points[0].radius must be a number of pixels"),  # fmt: skip
     ("json-x-nan", colorize("--hints", lambda c: c.json("n.json", '{"points": [{"x": NaN, "y": 5, "color": "red"}]}')),
      1, "n.json: points[0].x must be a finite number"),  # fmt: skip
+    ("json-width-1e308-works", colorize("--hints", lambda c: c.json("big.json", {"strokes": [{"points": [[1, 1]], "color": "red", "width": 1e308}]})),
+     OK, "wrote"),  # fmt: skip
+    ("hint-radius-1e308-works", colorize("--hint", "5,5,red", "--hint-radius", 1e308), OK, "wrote"),
     ("json-invalid", colorize("--hints", lambda c: c.json("bad.json", "{nope")), 1, "bad.json: not valid JSON"),
     ("json-points-not-list", colorize("--hints", lambda c: c.json("p.json", {"points": 5})), 1, "p.json: 'points' must be a list"),
     ("json-unknown-key", colorize("--hints", lambda c: c.json("k.json", {"dots": []})), 1, "k.json: a hints file is an object"),

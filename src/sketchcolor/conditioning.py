@@ -253,7 +253,7 @@ def from_points(
         )
         yy = torch.arange(y0, y1, dtype=torch.float32).view(-1, 1)
         xx = torch.arange(x0, x1, dtype=torch.float32).view(1, -1)
-        disc = ((xx - float(cx)) ** 2 + (yy - float(cy)) ** 2) <= r**2
+        disc = ((xx - float(cx)) ** 2 + (yy - float(cy)) ** 2) <= r * r  # r * r: inf, never OverflowError
         disc[cy - y0, cx - x0] = True
         rgb[0, :, y0:y1, x0:x1][:, disc] = torch.tensor(colour, dtype=torch.float32).view(3, 1)
         mask[0, 0, y0:y1, x0:x1][disc] = 1.0
