@@ -509,9 +509,12 @@ def read_record(png: Path) -> _Record:
 
     text = read_png_text(png).get("sketchcolor")
     if text is None:
-        raise SketchcolorError(
-            f"{png}: holds no sketchcolor record (not written by sketchcolor colorize or batch)"
+        why = (
+            "only PNG outputs carry one"
+            if png.suffix.lower() != ".png"
+            else "not written by sketchcolor colorize or batch"
         )
+        raise SketchcolorError(f"{png}: holds no sketchcolor record ({why})")
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
