@@ -98,7 +98,7 @@ def test_identical_images_have_zero_colour_error(capsys, tmp_path):
     (row,) = doc["rows"]
     assert row["ciede2000"] == 0.0
     assert row["ssim"] == pytest.approx(1.0)
-    assert row["psnr"] is None  # +inf (identical images) is written as null
+    assert row["psnr"] == ev.PSNR_CAP_DB == 60.0  # capped, not +inf: a mean stays finite
 
 
 @pytest.fixture
@@ -176,21 +176,21 @@ def test_bad_items_are_listed_counted_and_left_out_of_the_means(capsys, tmp_path
     )  # fmt: skip
     assert code == 1
     (row,) = doc["rows"]
-    assert (row["n_items"], row["n_scored"], row["n_failed"], row["n_unmatched_truths"]) == (4, 1, 3, 1)
+    assert (row["n_items"], row["n_scored"], row["n_failed"], row["n_unmatched_truths"]) == (5, 1, 4, 1)
     assert row["psnr"] == pytest.approx(psnr_u8(good, np.zeros_like(good)), rel=1e-6)
     reasons = {f["name"]: f["error"] for f in doc["failures"]}
-    assert set(reasons) == {"orphan", "small", "broken"}
+    assert set(reasons) == {"orphan", "small", "broken", "extra"}
+    assert "no prediction extra.* in" in reasons["extra"]
     assert "no ground truth" in reasons["orphan"]
     assert "16x16" in reasons["small"] and "32x32" in reasons["small"]
     assert "not an image" in reasons["broken"]
-    assert any("extra" in n["note"] for n in doc["notes"])
-    for name in ("orphan", "small", "broken"):
+    for name in ("orphan", "small", "broken", "extra"):
         assert name in err
     assert "sketchcolor: failed: " in err
     # The files say the same.
-    assert json.loads(report.read_text())["rows"][0]["n_failed"] == 3
+    assert json.loads(report.read_text())["rows"][0]["n_failed"] == 4
     (csv_row,) = list(csv.DictReader(table.open()))
-    assert (csv_row["n_scored"], csv_row["n_failed"]) == ("1", "3")
+    assert (csv_row["n_scored"], csv_row["n_failed"]) == ("1", "4")
     assert float(csv_row["psnr"]) == pytest.approx(row["psnr"])
 
 

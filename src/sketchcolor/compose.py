@@ -228,7 +228,10 @@ def region_colours(
     if max(full_h, full_w) > REGION_MAX_SIZE:
         scale = REGION_MAX_SIZE / max(full_h, full_w)
         grid_l = F.interpolate(
-            sketch_l_full, size=(round(full_h * scale), round(full_w * scale)), mode="area"
+            # At least one row and column: a 8 x 100000 strip must not vanish.
+            sketch_l_full,
+            size=(max(1, round(full_h * scale)), max(1, round(full_w * scale))),
+            mode="area",
         )
     h, w = grid_l.shape[-2:]
     gap = GAP_PER_128 * max(h, w) / 128.0

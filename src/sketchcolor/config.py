@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 import tomllib
 import types
 import typing
@@ -489,12 +490,34 @@ class SampleConfig:
         _check(0.0 <= self.eta <= 1.0, f"eta must be in [0, 1], got {self.eta}")
         _check(
             math.isfinite(self.guidance) and self.guidance >= 0.0,
-            f"guidance must be a finite number >= 0, got {self.guidance}",
+            f"guidance must be finite and >= 0, got {self.guidance}",
         )
         _check(
             math.isfinite(self.reference_scale) and self.reference_scale >= 0.0,
-            f"reference_scale must be a finite number >= 0, got {self.reference_scale}",
+            f"reference_scale must be finite and >= 0, got {self.reference_scale}",
         )
+
+
+#: Seeds are integers in [0, SEED_LIMIT): everything a torch generator takes, in every command and
+#: the Python API. Sample ``i`` of a run uses ``(seed + i) % SEED_LIMIT``.
+SEED_LIMIT = 2**64
+
+
+def check_seed(seed: int, what: str = "seed") -> int:
+    """The one rule for seeds (see :data:`SEED_LIMIT`).
+
+    Raises:
+        ConfigError: Not an integer, negative, or 2**64 or more.
+    """
+    try:
+        value = None if isinstance(seed, bool) else operator.index(seed)  # ints, NumPy ints; not floats
+    except TypeError:
+        value = None
+    _check(
+        value is not None and 0 <= value < SEED_LIMIT,
+        f"{what} must be an integer from 0 to 2**64 - 1 (18446744073709551615), got {seed!r}",
+    )
+    return int(seed)
 
 
 # ----------------------------------------------------------------------------------------------

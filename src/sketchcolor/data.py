@@ -414,6 +414,8 @@ def prepare_data(
 
     jobs = [(it, size, variants, need_sketch, seed) for it in items]
     results: list[tuple[str, np.ndarray | None, np.ndarray | None, str, np.ndarray | None]] = []
+    if progress:
+        progress(0, len(jobs))  # the total is known now, before the first picture is decoded
     if workers > 0 and len(jobs) > 64:
         with concurrent.futures.ProcessPoolExecutor(workers) as pool:
             for i, r in enumerate(pool.map(_prepare_item, jobs, chunksize=32)):

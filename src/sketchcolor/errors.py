@@ -3,7 +3,8 @@
 Owns: the small hierarchy of user-facing errors. Every error a user can cause (a bad file, a bad
 flag, a corrupt checkpoint) is a :class:`SketchcolorError` whose message is one line naming the
 thing and the problem, optionally with a ``hint`` saying what to do. The CLI prints exactly that
-line and exits non-zero; any other exception is a bug and shows a traceback.
+line and exits non-zero. Any other exception is a bug: the CLI still prints one line naming the
+command's input and the exception (``SKETCHCOLOR_DEBUG=1`` shows the traceback).
 
 Must not import anything from the package (it is the first module in the import order).
 """
@@ -46,6 +47,10 @@ class CheckpointError(SketchcolorError, ValueError):
 
 class DeviceError(SketchcolorError, RuntimeError):
     """The requested compute device is not available."""
+
+
+class OutputError(SketchcolorError, OSError):
+    """An output cannot be written: a folder, an unwritable place, or one of the command's inputs."""
 
 
 class OutputExistsError(SketchcolorError, FileExistsError):

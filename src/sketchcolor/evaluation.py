@@ -13,9 +13,11 @@ Two modes, one report type (:class:`EvalReport`):
   fixed seed per item (:func:`synthetic_hints`), so two runs, or two checkpoints, see the same
   hints.
 
-A bad item (no ground truth, different sizes, unreadable file) never disappears: it is an
+A bad item (no ground truth, a ground truth without a prediction or sketch, different sizes, an
+unreadable file, or any other failure of that one item) never disappears: it is an
 :class:`ItemResult` with an ``error``, counted in ``n_failed``; the means are over the scored items
-only, and say so (``n_scored``).
+only, and say so (``n_scored``). PSNR is capped per item at :data:`PSNR_CAP_DB`, so a mean is
+always finite and a ``--fail-under psnr=...`` gate can fail.
 
 Imports errors, config, io, conditioning, checkpoint, metrics, compose, pipeline and data from the
 package (never training or cli). Library code: no printing, no argv, no progress bars (progress
@@ -58,6 +60,8 @@ __all__ = [
     "ItemResult",
     "Pair",
     "Pairing",
+    "PSNR_CAP_DB",
+    "check_plot_available",
     "check_thresholds",
     "evaluate_model",
     "evaluate_outputs",
@@ -97,6 +101,10 @@ HINT_SUFFIXES = (*IMAGE_SUFFIXES, ".json")
 #: The Inception weights FID is defined with (TensorFlow's, ported by pytorch-fid).
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
+#: Per-item PSNR cap in dB (the model card's): an exact copy scores 60, not +inf, so one perfect
+#: item cannot make a mean infinite and a threshold on it can still fail. 60 dB is an RMS error of
+#: 1/1000 of full scale, below one 8-bit level (1/255 is 48.1 dB).
+PSNR_CAP_DB = 60.0
 #: Version of the JSON report layout (:func:`report_document`).
 REPORT_VERSION = 1
 #: Columns of the CSV report, in order (columns absent from every row are left out).
@@ -140,16 +148,18 @@ class Pairing:
         pairs: Matched pairs, sorted by name.
         problems: Predictions that cannot be paired (no ground truth, or several files with the
             same stem); each counts as a failed item.
-        unmatched_truths: Names of ground-truth pictures without a prediction (reported, not
-            failures: a prediction folder may cover part of a test set).
+        unmatched_truths: Names of ground-truth pictures without a prediction (or sketch); the
+            evaluations count each as a failed item.
         ignored: sketchcolor side files (``*.flats.*``, ``*.hints.*``) skipped in the prediction
             folder.
+        unmatched_truth_files: The files of ``unmatched_truths``, in the same order.
     """
 
     pairs: tuple[Pair, ...]
     problems: tuple[Problem, ...]
     unmatched_truths: tuple[str, ...]
     ignored: tuple[Path, ...]
+    unmatched_truth_files: tuple[Path, ...] = ()
 
 
 def _images_by_stem(
@@ -225,7 +235,8 @@ def find_pairs(
         else:
             pairs.append(Pair(name, files[0], truth_files[0]))
     unmatched = tuple(sorted(set(truths) - set(preds)))
-    return Pairing(tuple(pairs), tuple(problems), unmatched, tuple(ignored))
+    unmatched_files = tuple(truths[name][0] for name in unmatched)
+    return Pairing(tuple(pairs), tuple(problems), unmatched, tuple(ignored), unmatched_files)
 
 
 def find_test_set(test_dir: str | Path) -> tuple[Path, Path]:
@@ -359,7 +370,8 @@ def score_pair(
         lpips: Adds ``lpips`` when given.
 
     Returns:
-        ``{metric: value}`` with the keys of :func:`sketchcolor.metrics.score_images`.
+        ``{metric: value}`` with the keys of :func:`sketchcolor.metrics.score_images`; ``psnr`` is
+        capped at :data:`PSNR_CAP_DB` (an exact copy scores 60 dB).
 
     Raises:
         ImageError: The sizes differ, or an image is invalid for a metric (e.g. smaller than
@@ -377,7 +389,10 @@ def score_pair(
         scores = score_images(pred_rgb, truth_rgb, hint_rgb, hint_mask, lpips)
     except ValueError as exc:
         raise ImageError(str(exc)) from None
-    return {name: values[0] for name, values in scores.items()}
+    result = {name: values[0] for name, values in scores.items()}
+    if "psnr" in result:
+        result["psnr"] = min(float(result["psnr"]), PSNR_CAP_DB)
+    return result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -469,8 +484,8 @@ class EvalReport:
         """Mean of each per-item metric over the scored items, plus the set metrics.
 
         ``hint_ciede2000`` averages over the items that have hinted pixels only (NaN if none has);
-        ``psnr`` is ``inf`` if any scored item equals its ground truth exactly. Every mean is NaN
-        when no item was scored.
+        ``psnr`` is finite (items are capped at :data:`PSNR_CAP_DB`). Every mean is NaN when no
+        item was scored.
         """
         means: dict[str, float] = {}
         for name in self.metric_names():
@@ -480,7 +495,7 @@ class EvalReport:
             values = [float(item.metrics[name]) for item in self.scored if name in item.metrics]
             if name == "hint_ciede2000":
                 values = [v for v in values if not math.isnan(v)]
-            means[name] = math.inf if any(v == math.inf for v in values) else _mean(values)
+            means[name] = _mean(values)
         return means
 
     def summary(self) -> dict[str, Any]:
@@ -532,13 +547,26 @@ def _failed(problem: Problem, role: str) -> ItemResult:
     return ItemResult(problem.name, error=problem.reason, files=files)
 
 
-def _error_text(exc: Exception) -> str:
+def _error_text(exc: BaseException) -> str:
     if isinstance(exc, SketchcolorError):
         return exc.message
+    if isinstance(exc, MemoryError):
+        return "out of memory"
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         return f"{where}{exc.strerror or exc}"
-    return str(exc)
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"unexpected {type(exc).__name__}: {text[:300]} (this is a bug; please report it)"
+
+
+def _missing(pairing: Pairing, other_dir: Path, what: str) -> list[ItemResult]:
+    """A failed item for every ground-truth picture without a prediction (or sketch)."""
+    return [
+        ItemResult(
+            name, error=f"no {what} {name}.* in {other_dir} for this ground truth", files={"truth": str(path)}
+        )
+        for name, path in zip(pairing.unmatched_truths, pairing.unmatched_truth_files, strict=True)
+    ]
 
 
 def _pairing_notes(pairing: Pairing, truth_dir: Path, what: str) -> list[str]:
@@ -546,12 +574,6 @@ def _pairing_notes(pairing: Pairing, truth_dir: Path, what: str) -> list[str]:
     if pairing.ignored:
         shown = ", ".join(p.name for p in pairing.ignored[:5])
         notes.append(f"ignored {len(pairing.ignored)} sketchcolor side files (*.flats.*, *.hints.*): {shown}")
-    if pairing.unmatched_truths:
-        names = pairing.unmatched_truths
-        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        notes.append(
-            f"{len(names)} ground-truth pictures in {truth_dir} have no {what} (not scored): {shown}"
-        )
     return notes
 
 
@@ -589,7 +611,7 @@ def evaluate_outputs(
     if hints_path is not None and not hints_path.is_dir():
         raise DataError(f"{hints_path}: hints folder not found")
     pairing = find_pairs(pred_dir, truth_dir)
-    items = [_failed(p, "pred") for p in pairing.problems]
+    items = [_failed(p, "pred") for p in pairing.problems] + _missing(pairing, pred_dir, "prediction")
     collector = _FidCollector(fid)
     total = len(pairing.pairs)
     for done, pair in enumerate(pairing.pairs, start=1):
@@ -623,7 +645,7 @@ def _score_files(
                 kind = "given"
         metrics = score_pair(pred_rgb, truth_rgb, hints, lpips)
         fid.add(pred_rgb, truth_rgb)
-    except (SketchcolorError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - one bad item is a failed item, never the end of the run
         return ItemResult(pair.name, error=_error_text(exc), files=files)
     hint_pixels = int(hints.mask.sum()) if hints is not None else 0
     return ItemResult(pair.name, metrics, files=files, hints=kind, hint_pixels=hint_pixels)
@@ -712,7 +734,7 @@ def evaluate_model(
         )
         given_dir = None
 
-    items = [_failed(p, "sketch") for p in pairing.problems]
+    items = [_failed(p, "sketch") for p in pairing.problems] + _missing(pairing, sketch_dir, "sketch")
     collector = _FidCollector(fid)
     total, done = len(pairing.pairs), 0
     pairs = list(pairing.pairs)
@@ -776,7 +798,7 @@ def _load_item(
                 resolution=bundle.config.resolution, num_strokes=num_strokes,
             )  # fmt: skip
             kind = "synthetic"
-    except (SketchcolorError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - one bad item is a failed item, never the end of the run
         return ItemResult(pair.name, error=_error_text(exc), files=files, seed=item_seed)
     return _Loaded(pair, sketch_rgb, truth_rgb, layer, kind, item_seed, files)
 
@@ -795,9 +817,9 @@ def _colorize(
             sample_config,
             [r.seed for r in ready],
         )
-    except SketchcolorError as exc:
+    except Exception as exc:  # noqa: BLE001 - find the culprit, score the others
         if len(ready) == 1:
-            return [exc.message]
+            return [_error_text(exc)]
         return [out for r in ready for out in _colorize([r], bundle, sample_config)]
     # Score what a user gets: the 8-bit image colorize writes.
     return [image_to_tensor(result.image) for result in results]
@@ -821,8 +843,8 @@ def _score_output(
     try:
         metrics = score_pair(output, item.truth_rgb, layer, lpips)
         fid.add(output, item.truth_rgb)
-    except SketchcolorError as exc:
-        return ItemResult(name, error=exc.message, files=files, hints=kind, seed=seed)
+    except Exception as exc:  # noqa: BLE001 - one bad item is a failed item, never the end of the run
+        return ItemResult(name, error=_error_text(exc), files=files, hints=kind, seed=seed)
     return ItemResult(name, metrics, files=files, hints=kind, hint_pixels=int(layer.mask.sum()), seed=seed)
 
 
@@ -921,19 +943,24 @@ class FidMetric:
         from unittest import mock
 
         path = fid_weights_path()
+        try:
+            from pytorch_fid import inception
+        except ImportError:
+            also = (
+                ""
+                if path.is_file()
+                else f", and the Inception weights at {path}, which does not exist either (download {FID_WEIGHTS_URL})"
+            )
+            raise MetricUnavailableError(
+                f"FID needs the pytorch-fid package, which is not installed{also}",
+                hint='pip install "sketchcolor[fid]"',
+            ) from None
         if not path.is_file():
             raise MetricUnavailableError(
                 f"FID needs the Inception weights at {path}, which does not exist; "
                 f"download {FID_WEIGHTS_URL} and save it at exactly that path",
                 hint=f"curl -L --create-dirs -o {path} {FID_WEIGHTS_URL}",
             )
-        try:
-            from pytorch_fid import inception
-        except ImportError:
-            raise MetricUnavailableError(
-                "FID needs the pytorch-fid package, which is not installed",
-                hint="pip install pytorch-fid",
-            ) from None
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
@@ -1179,6 +1206,18 @@ def _series_name(row: Mapping[str, Any], by: str) -> str:
     return Path(str(row.get("model") or "default")).name
 
 
+def check_plot_available() -> None:
+    """Fail before any work when plots cannot be drawn.
+
+    Raises:
+        SketchcolorError: matplotlib (the ``plot`` extra) is not installed.
+    """
+    if importlib.util.find_spec("matplotlib") is None:
+        raise SketchcolorError(
+            "--plot needs matplotlib, which is not installed", hint='pip install "sketchcolor[plot]"'
+        )
+
+
 def plot_metrics(
     rows: Sequence[Mapping[str, Any]], path: str | Path, *, x: Literal["auto", "step", "strokes"] = "auto"
 ) -> Path:
@@ -1197,7 +1236,7 @@ def plot_metrics(
         from matplotlib.figure import Figure
     except ImportError:
         raise SketchcolorError(
-            "plotting needs matplotlib, which is not installed", hint="pip install 'sketchcolor[plot]'"
+            "plotting needs matplotlib, which is not installed", hint='pip install "sketchcolor[plot]"'
         ) from None
     steps = {row.get("step") for row in rows}
     strokes = {row.get("strokes") for row in rows}

@@ -3,8 +3,9 @@
 Owns: every touch of PIL and of the file system for images: decoding (PNG, JPEG, WebP, BMP,
 TIFF, GIF first frame), EXIF orientation, the pixel limit that stops decompression bombs, mode
 conversion (palette, 16-bit, greyscale, CMYK, alpha), uint8 <-> float tensors, padding to a size
-multiple and cropping back, and atomic writes (temporary file, then rename) so a killed process
-never leaves a half-written output.
+multiple and cropping back, atomic writes (temporary file, then rename) so a killed process
+never leaves a half-written output, reading an input once (files, pipes, standard input), and
+removing only those temporary files that are provably stale.
 
 Conventions: tensors are NCHW float32; RGB in [0, 1]; alpha in [0, 1] (1 = opaque).
 Imports only :mod:`sketchcolor.errors` from the package.
@@ -13,12 +14,20 @@ Imports only :mod:`sketchcolor.errors` from the package.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import logging
+import math
 import os
+import re
+import socket
+import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from struct import error as struct_error
 from typing import Any
 
 import numpy as np
@@ -26,7 +35,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from .errors import HintError, ImageError, OutputExistsError
+from .errors import HintError, ImageError, OutputError, OutputExistsError
+
+log = logging.getLogger(__name__)
 
 #: Largest image accepted, in pixels (width x height): 8192 x 8192, about 67 megapixels.
 #: Larger files are refused before decoding, which stops decompression bombs.
@@ -47,8 +58,83 @@ WRITE_FORMATS = {
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
+#: The name that stands for standard input (as a sketch) or standard output (as ``-o``).
+STDIO = "-"
+
+
+def is_stdio(path: str | Path) -> bool:
+    """Whether ``path`` is ``-``: standard input as an input, standard output as an output."""
+    return str(path) == STDIO
+
+
+def read_input_bytes(path: str | Path, *, what: str = "file") -> bytes:
+    """Read an input completely, once: a file, a pipe (FIFO, ``<(...)``) or ``-`` for standard input.
+
+    Pipes and standard input can be read only once, so callers keep the bytes and use them for
+    everything (decoding, digests).
+
+    Raises:
+        ImageError: The path is missing, is a folder, or cannot be read.
+    """
+    if is_stdio(path):
+        return sys.stdin.buffer.read()
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: file not found")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not {'an image file' if what == 'image' else 'a file'}")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def is_regular_file(path: str | Path) -> bool:
+    """A regular file (can be read again later), not a pipe, device or ``-``."""
+    return not is_stdio(path) and Path(path).is_file()
+
+
+def _decode(source: Any, name: str, max_pixels: int) -> Image.Image:
+    """Decode an image from a path or a binary file object (the checks of :func:`open_image`)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img: Image.Image = Image.open(source)
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageError(
+                    f"{name}: image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}",
+                    hint="downscale it first",
+                )
+            if w == 0 or h == 0:
+                raise ImageError(f"{name}: image has zero size ({w}x{h})")
+            frames = int(getattr(img, "n_frames", 1) or 1)
+            img.seek(0)
+            img.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{name}: refused as a possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file, or a format that cannot be read") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct_error) as exc:
+        raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
+    if frames > 1:
+        kind = "pages" if img.format == "TIFF" else "frames"
+        log.warning("%s: has %d %s; only the first is used", name, frames, kind)
+    try:
+        transposed: Image.Image | None = ImageOps.exif_transpose(img)
+        img = transposed or img
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not stop us; keep pixels as stored
+        pass
+    return img
+
+
 def open_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open and fully decode an image file, with EXIF orientation applied.
+
+    A file with several pages or frames (multi-page TIFF, animated GIF) gives its first, with a
+    warning.
 
     Args:
         path: Image file.
@@ -65,34 +151,25 @@ def open_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> Image.Image
         raise ImageError(f"{path}: file not found")
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img: Image.Image = Image.open(path)
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageError(
-                    f"{path}: image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}",
-                    hint="downscale it first",
-                )
-            if w == 0 or h == 0:
-                raise ImageError(f"{path}: image has zero size ({w}x{h})")
-            img.seek(0)
-            img.load()
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file, or a format that cannot be read") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
-    try:
-        transposed: Image.Image | None = ImageOps.exif_transpose(img)
-        img = transposed or img
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not stop us; keep pixels as stored
-        pass
-    return img
+    if not path.is_file():  # a pipe: read once into memory (PIL seeks)
+        return decode_image(read_input_bytes(path, what="image"), str(path), max_pixels=max_pixels)
+    return _decode(path, str(path), max_pixels)
+
+
+def decode_image(data: bytes, name: str, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode an image held in memory (see :func:`read_input_bytes`), with the checks of :func:`open_image`.
+
+    Args:
+        data: The file's bytes.
+        name: What to call it in messages (its path, or ``-`` for standard input).
+        max_pixels: Pixel limit (see :data:`MAX_PIXELS`).
+
+    Raises:
+        ImageError: Not an image, truncated or corrupt, empty, or too large.
+    """
+    if not data:
+        raise ImageError(f"{'standard input' if name == STDIO else name}: is empty (no image data)")
+    return _decode(io.BytesIO(data), "standard input" if name == STDIO else name, max_pixels)
 
 
 def _sixteen_bit_to_u8(img: Image.Image) -> Image.Image:
@@ -210,31 +287,133 @@ def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[..., : size[0], : size[1]]
 
 
+#: Temporary files of :func:`atomic_write` older than this (seconds) count as stale whoever wrote
+#: them: no write of one image or report takes a day.
+STALE_AFTER_S = 24 * 3600
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)~(?P<pid>\d+)~[A-Za-z0-9_]+\.tmp$")
+#: Temporary names written before they carried host and process (sketchcolor 0.1.0 pre-release).
+_LEGACY_TEMP_RE = re.compile(
+    r"^\..+\.(png|jpe?g|webp|bmp|tiff?|gif|json|csv|toml|jsonl|safetensors)\.[A-Za-z0-9_]{8}\.tmp$",
+    re.IGNORECASE,
+)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
+
+
+def temporary_prefix(path: Path) -> str:
+    """Prefix of :func:`atomic_write`'s temporary names: ``.NAME.HOST~PID~`` (then random, ``.tmp``).
+
+    The writer's host and process id in the name let :func:`remove_stale_temporaries` tell a
+    killed run's leftovers from a live writer's file (another ``--shard`` run, say).
+    """
+    return f".{path.name}.{_host()}~{os.getpid()}~"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's), or we cannot tell: keep the file
+    return True
+
+
+def is_stale_temporary(tmp: Path, *, now: float | None = None, max_age_s: float = STALE_AFTER_S) -> bool:
+    """Whether ``tmp`` is a temporary file of :func:`atomic_write` that nobody is writing any more.
+
+    Provably stale means: its name says it was written on this host by a process that no longer
+    exists, or it has not been modified for ``max_age_s`` seconds. Anything else (a live writer's
+    file, a file of another host younger than that, any file not named like ours) is not.
+    """
+    match = _TEMP_RE.match(tmp.name)
+    if match is None and _LEGACY_TEMP_RE.match(tmp.name) is None:
+        return False
+    if match is not None and match["host"] == _host() and not _pid_alive(int(match["pid"])):
+        return True
+    try:
+        age = (time.time() if now is None else now) - tmp.stat().st_mtime
+    except OSError:
+        return False
+    return age > max_age_s
+
+
+def remove_stale_temporaries(folder: str | Path, *, max_age_s: float = STALE_AFTER_S) -> list[Path]:
+    """Delete, under ``folder``, temporary files a killed writer left behind (:func:`is_stale_temporary`).
+
+    Temporary files of live writers, such as another ``batch --shard`` run writing into the same
+    folder, are never touched.
+
+    Returns:
+        The files removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for tmp in folder.rglob(".*.tmp"):
+        if tmp.is_file() and is_stale_temporary(tmp, max_age_s=max_age_s):
+            with contextlib.suppress(FileNotFoundError):  # another run removed it first
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def check_output_path(path: str | Path) -> Path:
+    """Refuse an output path that is a folder or whose parent is a file (before any work).
+
+    Raises:
+        OutputError: Names ``path`` and the problem.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder", hint="give a file name, e.g. out.png")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{path}: cannot be written, {parent} is a file, not a folder")
+            break
+    return path
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Context manager giving a temporary path that replaces ``path`` on success only.
 
     The temporary file lives in the same folder, so the final ``os.replace`` is atomic: readers
     see either the old file or the complete new one, never a half-written file. On error the
-    temporary file is removed and ``path`` is untouched.
+    temporary file is removed and ``path`` is untouched. Its name carries the writer's host and
+    process id (:func:`temporary_prefix`).
 
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        OutputError: ``path`` is a folder, or its folder cannot be created or written (the message
+            names ``path``, never the temporary file).
     """
-    path = Path(path)
+    path = check_output_path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: already exists", hint="pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write here ({exc.strerror or exc})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600 files; give the result the usual permissions (0666 minus umask).
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            # mkstemp creates 0600 files; give the result the usual permissions (0666 minus umask).
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -244,6 +423,48 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def output_format(path: str | Path) -> str:
+    """The PIL format :func:`save_image` writes for ``path``'s suffix (``-``, standard output: PNG).
+
+    Raises:
+        ImageError: Unsupported suffix (checked before any work, so a run never ends on it).
+    """
+    path = Path(path)
+    if is_stdio(path):
+        return "PNG"
+    fmt = WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageError(
+            f"{path}: cannot write '{path.suffix or '(no suffix)'}' images",
+            hint=f"use one of {', '.join(sorted(WRITE_FORMATS))}",
+        )
+    return fmt
+
+
+def _save_kwargs(
+    img: Image.Image, fmt: str, text: Mapping[str, str] | None
+) -> tuple[Image.Image, dict[str, Any]]:
+    kwargs: dict[str, Any] = {}
+    if fmt == "PNG" and text:
+        info = PngImagePlugin.PngInfo()
+        for k, v in text.items():
+            info.add_itxt(k, v)
+        kwargs["pnginfo"] = info
+    if fmt == "JPEG":
+        kwargs["quality"] = 95
+        if img.mode == "RGBA":
+            img = img.convert("RGB")
+    return img, kwargs
+
+
+def encode_image(img: Image.Image, fmt: str = "PNG", *, text: Mapping[str, str] | None = None) -> bytes:
+    """The bytes of ``img`` in ``fmt`` (with PNG text chunks), e.g. for standard output."""
+    img, kwargs = _save_kwargs(img, fmt, text)
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
 
 
 def save_image(
@@ -267,33 +488,26 @@ def save_image(
     Raises:
         ImageError: Unsupported suffix.
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        OutputError: ``path`` cannot be written (a folder, no permission, disk full); names ``path``.
     """
     path = Path(path)
-    fmt = WRITE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ImageError(
-            f"{path}: cannot write '{path.suffix or '(no suffix)'}' images",
-            hint=f"use one of {', '.join(sorted(WRITE_FORMATS))}",
-        )
-    kwargs: dict[str, object] = {}
-    if fmt == "PNG" and text:
-        info = PngImagePlugin.PngInfo()
-        for k, v in text.items():
-            info.add_itxt(k, v)
-        kwargs["pnginfo"] = info
-    if fmt == "JPEG":
-        kwargs["quality"] = 95
-        if img.mode == "RGBA":
-            img = img.convert("RGB")
+    fmt = output_format(path)
+    img, kwargs = _save_kwargs(img, fmt, text)
     with atomic_write(path, overwrite=overwrite) as tmp:
-        img.save(tmp, format=fmt, **kwargs)
+        try:
+            img.save(tmp, format=fmt, **kwargs)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path
 
 
 def write_bytes_atomic(path: str | Path, data: bytes, *, overwrite: bool = False) -> Path:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
     with atomic_write(path, overwrite=overwrite) as tmp:
-        tmp.write_bytes(data)
+        try:
+            tmp.write_bytes(data)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return Path(path)
 
 
@@ -307,6 +521,37 @@ def read_png_text(path: str | Path) -> dict[str, str]:
     open_image(path)  # validates: exists, decodes, within the pixel limit
     with Image.open(path) as img:
         return {str(k): str(v) for k, v in getattr(img, "text", {}).items()}
+
+
+def peek_png_text(path: str | Path, key: str) -> str | None:
+    """One text chunk written before the pixel data (as :func:`save_image` writes them), without
+    decoding the image; None if the file is not a readable PNG or has no such chunk."""
+    try:
+        with Image.open(path) as img:
+            value = img.info.get(key)
+    except (OSError, SyntaxError, ValueError, EOFError, struct_error, Image.DecompressionBombError):
+        return None
+    return str(value) if value is not None else None
+
+
+def check_hint_extent(value: Any, what: str) -> float:
+    """The one rule for hint sizes from every source (``--hint-radius``, JSON ``radius``/``width``).
+
+    Args:
+        value: The size in pixels.
+        what: Names the value in the message (``--hint-radius``, ``hints.json: points[0].radius``).
+
+    Returns:
+        ``value`` as a float: finite and >= 0.
+
+    Raises:
+        HintError: Not a number, not finite, or negative.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise HintError(f"{what} must be a number of pixels, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise HintError(f"{what} must be a finite number of pixels >= 0, got {value!r}")
+    return float(value)
 
 
 def parse_color(text: str) -> tuple[float, float, float]:
@@ -361,6 +606,8 @@ def read_hints_json(path: str | Path) -> dict[str, list[Any]]:
     def coord(v: Any, where: str) -> tuple[float, str]:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise HintError(f"{path}: {where} must be a number")
+        if not math.isfinite(v):
+            raise HintError(f"{path}: {where} must be a finite number, got {v!r}")
         return float(v), repr(v)
 
     def colour(entry: dict[str, Any], where: str) -> tuple[float, float, float]:
@@ -371,6 +618,9 @@ def read_hints_json(path: str | Path) -> dict[str, list[Any]]:
         except HintError as exc:
             raise HintError(f"{path}: {where}: {exc.message}") from None
 
+    for key in ("points", "strokes"):
+        if not isinstance(data.get(key, []), list):
+            raise HintError(f"{path}: '{key}' must be a list")
     points = []
     for i, p in enumerate(data.get("points", [])):
         where = f"points[{i}]"
@@ -378,7 +628,7 @@ def read_hints_json(path: str | Path) -> dict[str, list[Any]]:
             raise HintError(f"{path}: {where} must be an object with x, y, color and optional radius")
         x, xt = coord(p.get("x"), f"{where}.x")
         y, yt = coord(p.get("y"), f"{where}.y")
-        radius = coord(p["radius"], f"{where}.radius")[0] if "radius" in p else None
+        radius = check_hint_extent(p["radius"], f"{path}: {where}.radius") if "radius" in p else None
         points.append((x, y, xt, yt, colour(p, where), radius))
     strokes = []
     for i, s in enumerate(data.get("strokes", [])):
@@ -399,7 +649,7 @@ def read_hints_json(path: str | Path) -> dict[str, list[Any]]:
             x, xt = coord(xy[0], f"{where}.points[{j}]")
             y, yt = coord(xy[1], f"{where}.points[{j}]")
             pts.append((x, y, xt, yt))
-        width = coord(s["width"], f"{where}.width")[0] if "width" in s else None
+        width = check_hint_extent(s["width"], f"{path}: {where}.width") if "width" in s else None
         strokes.append((pts, colour(s, where), width))
     return {"points": points, "strokes": strokes}
 
@@ -410,6 +660,13 @@ def save_gif(
     """Write an animated GIF atomically (the last frame is held three times longer)."""
     path = Path(path)
     durations = [duration_ms] * (len(frames) - 1) + [duration_ms * 3]
+    if path.suffix.lower() != ".gif":
+        raise ImageError(f"{path}: the denoising animation is a GIF", hint="give a .gif file name")
     with atomic_write(path, overwrite=overwrite) as tmp:
-        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
+        try:
+            frames[0].save(
+                tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0
+            )
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path

@@ -18,9 +18,11 @@ through ``logging``).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,11 +49,12 @@ from .conditioning import (
     resolve_coordinate,
     split_hints_from_sketch,
 )
-from .config import ColorConfig, ConditioningConfig, SampleConfig
+from .config import SEED_LIMIT, ColorConfig, ConditioningConfig, SampleConfig, check_seed
 from .denoiser import GuidedDenoiser
 from .device import autocast, resolve_device
-from .errors import HintError, ImageError, ModelError
+from .errors import ConfigError, HintError, ImageError, ModelError
 from .io import (
+    check_hint_extent,
     crop_to,
     image_to_tensor,
     load_rgb,
@@ -244,7 +247,9 @@ def build_hints(
     """
     layer = in_sketch if in_sketch is not None else HintLayer.empty(size)
     h, w = size
-    radius = default_point_radius(size) if point_radius is None else point_radius
+    radius = (
+        default_point_radius(size) if point_radius is None else check_hint_extent(point_radius, "hint radius")
+    )
     for image in images:
         layer = hints_from_image(image, size, stretch=stretch).over(layer)
     for path in json_files:
@@ -325,8 +330,29 @@ def pin_hook(
 
 
 def item_generators(seed: int, count: int) -> list[torch.Generator]:
-    """One CPU generator per sample: sample i uses seed + i, so results do not depend on batching."""
-    return [torch.Generator("cpu").manual_seed(int(seed) + i) for i in range(count)]
+    """One CPU generator per sample: sample i uses seed + i, so results do not depend on batching.
+
+    Raises:
+        ConfigError: ``seed`` breaks the seed rule (:func:`~sketchcolor.config.check_seed`).
+    """
+    seed = check_seed(seed)
+    return [torch.Generator("cpu").manual_seed((seed + i) % SEED_LIMIT) for i in range(count)]
+
+
+def check_sample_config(sample_config: SampleConfig, bundle: ModelBundle) -> None:
+    """Settings that depend on the model: at most ``num_train_steps`` sampling steps.
+
+    Raises:
+        ConfigError: Too many steps for this model's schedule (checked before any sampling).
+    """
+    limit = bundle.schedule.num_train_steps
+    if sample_config.steps > limit:
+        where = bundle.path or "the model"
+        raise ConfigError(
+            f"steps = {sample_config.steps}: {where} has {limit} noise levels, so it takes at most "
+            f"{limit} sampling steps",
+            hint=f"use 1 to {limit} steps",
+        )
 
 
 def sample(
@@ -352,6 +378,7 @@ def sample(
     Returns:
         x0 in model space, (N, C, h, w) float32, on the model's device.
     """
+    check_sample_config(sample_config, bundle)
     config = bundle.config
     device = bundle.device
     # The layout the weights are stored in (channels-last on CPU/CUDA) is used for activations too.
@@ -756,7 +783,7 @@ def colorize_batch(
     results: list[ColorizeResult | None] = [None] * len(preps)
     for members in groups.values():
         cond = Conditioning.cat([preps[i].cond for i in members])
-        gens = [torch.Generator("cpu").manual_seed(int(seeds[i])) for i in members]
+        gens = [torch.Generator("cpu").manual_seed(check_seed(seeds[i])) for i in members]
         x0 = sample(bundle, cond, sample_config, gens, callback=callback).float().cpu()
         for j, i in enumerate(members):
             image, colour = _finish(x0[j : j + 1], preps[i], bundle, flat, hint_regions, keep_flats)
@@ -771,8 +798,26 @@ def colorize_batch(
     return [r for r in results if r is not None]
 
 
-def load_model(model: str | Path | ModelBundle | None = None, device: str = "auto") -> ModelBundle:
+#: Loaded models kept for reuse (most recently used last); see :func:`load_model`.
+MODEL_CACHE_SIZE = 4
+_bundles: collections.OrderedDict[tuple[str, str, str], ModelBundle] = collections.OrderedDict()
+_digests: dict[tuple[str, int, int, int], str] = {}
+_cache_lock = threading.Lock()
+
+
+def load_model(
+    model: str | Path | ModelBundle | None = None, device: str = "auto", *, cache: bool = True
+) -> ModelBundle:
     """Resolve a model argument: a bundle, a path, or None for the model bundled in the package.
+
+    Loaded models are cached by (file digest, device, weight dtype), so calling
+    :func:`sketchcolor.colorize` in a loop reads the file once; a file changed on disk (size or
+    modification time) is read again. At most :data:`MODEL_CACHE_SIZE` models are kept.
+
+    Args:
+        model: ``.safetensors`` path, a loaded bundle (returned as is), or None (bundled model).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+        cache: Reuse (and keep) the loaded model.
 
     Raises:
         CheckpointError: The file cannot be loaded, or no default model is installed.
@@ -781,11 +826,208 @@ def load_model(model: str | Path | ModelBundle | None = None, device: str = "aut
     if isinstance(model, ModelBundle):
         return model
     dev = resolve_device(device)
-    return load_checkpoint(default_model_path() if model is None else model, device=dev)
+    path = Path(default_model_path() if model is None else model)
+    if not cache:
+        return load_checkpoint(path, device=dev)
+    from .checkpoint import file_digest
+
+    try:
+        st = path.stat()
+    except OSError:
+        return load_checkpoint(path, device=dev)  # raises the usual one-line error
+    with _cache_lock:
+        stat_key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+        digest = _digests.get(stat_key)
+        if digest is None:
+            digest = _digests[stat_key] = file_digest(path)
+        key = (digest, str(dev), "float32")
+        bundle = _bundles.get(key)
+        if bundle is None:
+            bundle = load_checkpoint(path, device=dev)
+            _bundles[key] = bundle
+            while len(_bundles) > MODEL_CACHE_SIZE:
+                _bundles.popitem(last=False)
+        _bundles.move_to_end(key)
+        return bundle
+
+
+def clear_model_cache() -> None:
+    """Forget every cached model (frees their memory once no one else holds them)."""
+    with _cache_lock:
+        _bundles.clear()
+        _digests.clear()
+
+
+PointInput = str | tuple[float, float, str | tuple[float, float, float]]
+
+
+class Colorizer:
+    """A model loaded once, with everything ``sketchcolor colorize`` and ``batch`` can do.
+
+    For loops, notebooks and servers::
+
+        colorizer = sketchcolor.Colorizer(device="auto")           # the bundled model
+        for page in pages:
+            colorizer(page, hints=f"{page}.hints.png", seed=1).image.save(...)
+
+    Every call takes sampling settings as keyword overrides of the ``SampleConfig`` given at
+    construction (the library's defaults otherwise). Results are those of
+    :func:`colorize` / :func:`colorize_batch` with the same inputs and seed, pixel for pixel.
+
+    Args:
+        model: ``.safetensors`` path, a loaded bundle, or None for the bundled model.
+        device: Compute device (see :func:`load_model`).
+        sample_config: Default sampling settings (:class:`SampleConfig`'s defaults if None).
+        **settings: Fields of :class:`SampleConfig` overriding ``sample_config``
+            (``steps``, ``sampler``, ``eta``, ``guidance``, ``reference_scale``, ``pin_hints``...).
+
+    Raises:
+        CheckpointError, DeviceError: The model cannot be loaded on that device.
+        ConfigError: An unknown or invalid sampling setting.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | ModelBundle | None = None,
+        *,
+        device: str = "auto",
+        sample_config: SampleConfig | None = None,
+        **settings: Any,
+    ) -> None:
+        self.bundle = load_model(model, device)
+        self.sample_config = self._settings(sample_config or SampleConfig(), settings)
+
+    @staticmethod
+    def _settings(base: SampleConfig, overrides: Mapping[str, Any]) -> SampleConfig:
+        from .config import from_dict, to_dict
+
+        if not overrides:
+            return base
+        return from_dict(
+            SampleConfig, {**to_dict(base), **{k: v for k, v in overrides.items() if v is not None}}
+        )
+
+    @property
+    def takes_reference(self) -> bool:
+        """Whether the model was trained with reference conditioning."""
+        return self.bundle.config.conditioning.reference
+
+    def hints(
+        self,
+        size: tuple[int, int],
+        hints: HintLayer | ImageInput | Sequence[ImageInput] | None = None,
+        points: Sequence[PointInput] = (),
+        *,
+        point_radius: float | None = None,
+        stretch: bool = False,
+        in_sketch: HintLayer | None = None,
+    ) -> HintLayer:
+        """Merge hints given every way into one layer at ``size`` = (H, W) (see :func:`build_hints`).
+
+        ``hints`` may be a hint layer, one hints image or ``.json`` path, or a list of them;
+        ``points`` are ``"X,Y,COLOR"`` strings or ``(x, y, colour)`` tuples (colour as text or an
+        RGB triple in [0, 1]).
+        """
+        if isinstance(hints, HintLayer):
+            base = hints if in_sketch is None else hints.over(in_sketch)
+            return build_hints(size, points=_point_texts(points), in_sketch=base, point_radius=point_radius)
+        sources: list[ImageInput] = []
+        if hints is not None:
+            sources = list(hints) if isinstance(hints, list | tuple) else [hints]  # type: ignore[list-item]
+        images = [h for h in sources if not (isinstance(h, str | Path) and str(h).lower().endswith(".json"))]
+        jsons = [
+            Path(str(h)) for h in sources if isinstance(h, str | Path) and str(h).lower().endswith(".json")
+        ]
+        return build_hints(
+            size, images=images, json_files=jsons, points=_point_texts(points), in_sketch=in_sketch,
+            stretch=stretch, point_radius=point_radius,
+        )  # fmt: skip
+
+    def colorize(
+        self,
+        sketch: ImageInput,
+        hints: HintLayer | ImageInput | Sequence[ImageInput] | None = None,
+        *,
+        points: Sequence[PointInput] = (),
+        reference: ImageInput | None = None,
+        seed: int = 0,
+        num_samples: int = 1,
+        flat: bool = False,
+        hint_regions: bool = True,
+        keep_flats: bool = False,
+        keep_steps: bool = False,
+        hints_in_sketch: bool = False,
+        point_radius: float | None = None,
+        stretch_hints: bool = False,
+        callback: StepCallback | None = None,
+        **settings: Any,
+    ) -> ColorizeResult:
+        """Colourise one sketch (see :func:`colorize`); ``settings`` override sampling fields.
+
+        With ``hints_in_sketch`` coloured scribbles drawn on the sketch are taken as hints and
+        removed from its lines, as ``--hints-in-sketch`` does.
+        """
+        sample_config = self._settings(self.sample_config, settings)
+        layer: HintLayer | None = None
+        if hints is not None or points or hints_in_sketch:
+            sketch_rgb = read_sketch(sketch)
+            size = (int(sketch_rgb.shape[-2]), int(sketch_rgb.shape[-1]))
+            in_sketch = None
+            if hints_in_sketch:
+                sketch_rgb, in_sketch = split_hints_from_sketch(sketch_rgb)
+            layer = self.hints(
+                size, hints, points, point_radius=point_radius, stretch=stretch_hints, in_sketch=in_sketch
+            )
+            sketch = sketch_rgb
+        return colorize(
+            sketch, layer, self.bundle, sample_config, seed, num_samples=num_samples, flat=flat,
+            hint_regions=hint_regions, keep_flats=keep_flats, keep_steps=keep_steps, reference=reference,
+            callback=callback,
+        )  # fmt: skip
+
+    __call__ = colorize
+
+    def colorize_batch(
+        self,
+        sketches: Sequence[ImageInput],
+        hints: Sequence[HintLayer | ImageInput | None] | None = None,
+        *,
+        references: Sequence[ImageInput | None] | None = None,
+        seeds: Sequence[int] | None = None,
+        flat: bool = False,
+        hint_regions: bool = True,
+        keep_flats: bool = False,
+        callback: StepCallback | None = None,
+        **settings: Any,
+    ) -> list[ColorizeResult]:
+        """Colourise several sketches, batching the network (see :func:`colorize_batch`)."""
+        sample_config = self._settings(self.sample_config, settings)
+        return colorize_batch(
+            sketches, list(hints) if hints is not None else [None] * len(sketches), self.bundle, sample_config,
+            seeds, flat=flat, hint_regions=hint_regions, keep_flats=keep_flats, references=references,
+            callback=callback,
+        )  # fmt: skip
+
+
+def _point_texts(points: Sequence[PointInput]) -> list[str]:
+    """Points as ``X,Y,COLOR`` texts (what :func:`build_hints` parses)."""
+    texts = []
+    for p in points:
+        if isinstance(p, str):
+            texts.append(p)
+            continue
+        x, y, colour = p
+        if not isinstance(colour, str):
+            r, g, b = (round(float(c) * 255) for c in colour)
+            colour = f"#{r:02x}{g:02x}{b:02x}"
+        texts.append(f"{x!r},{y!r},{colour}")
+    return texts
 
 
 __all__ = [
     "ColorizeResult",
+    "Colorizer",
+    "clear_model_cache",
     "build_hints",
     "colorize",
     "colorize_batch",

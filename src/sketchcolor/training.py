@@ -362,6 +362,11 @@ def _set_up(
                 config.data, model_cfg.resolution, need_sketch=need_sketch, seed=config.run.seed
             )
     train_idx, val_idx = split_indices(len(prepared.names), config.data.val_count)
+    if dist_info.main and len(val_idx) < config.data.val_count:
+        log.warning(
+            "%s: %d pictures: validation uses %d of them, not data.val_count = %d (at most half the set)",
+            config.data.path, len(prepared.names), len(val_idx), config.data.val_count,
+        )  # fmt: skip
     if len(train_idx) < config.optim.batch_size * dist_info.world_size:
         raise DataError(
             f"{config.data.path}: only {len(train_idx)} training pictures for a batch of "

@@ -12,8 +12,10 @@ Examples::
 Each command builds configs from its options and calls library functions. Progress bars,
 warnings and errors go to stderr; results go to stdout as a short human summary or, with
 ``--format json``, as JSON. Errors caused by input (a bad file, flag or checkpoint) print one line,
-``sketchcolor: error: <what>: <problem>``, and exit with status 1 (2 for a bad flag); set
-``SKETCHCOLOR_DEBUG=1`` to see the traceback.
+``sketchcolor: error: <what>: <problem>``, and exit with status 1 (2 for a bad flag). Any other
+exception is a bug, and still gives one line naming the command's input, the exception and
+"this is a bug"; set ``SKETCHCOLOR_DEBUG=1`` to see the traceback. No traceback is ever printed
+otherwise (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 import typer
@@ -30,7 +33,7 @@ from . import batch as _batch  # noqa: F401  (registers the command)
 from . import colorize as _colorize  # noqa: F401  (registers the command)
 from . import eval as _eval  # noqa: F401  (registers the command)
 from . import train as _train  # noqa: F401  (registers the command)
-from .app import app, stderr, stdout
+from .app import app, current_subject, set_command_line, stderr, stdout, working_on
 
 __all__ = ["app", "main"]
 
@@ -38,12 +41,34 @@ __all__ = ["app", "main"]
 class _StderrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         level = "warning" if record.levelno >= logging.WARNING else "info"
-        stderr.print(f"sketchcolor: {level}: {record.getMessage()}", highlight=False, soft_wrap=True)
+        # markup=False everywhere: file names such as page[1].png are text, not rich markup.
+        text = " ".join(record.getMessage().split())
+        stderr.print(f"sketchcolor: {level}: {text}", highlight=False, soft_wrap=True, markup=False)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    """Python warnings (from PIL, torch, ...) as one line each, like the package's own."""
+    text = " ".join(str(message).split())
+    stderr.print(f"sketchcolor: warning: {text}", highlight=False, soft_wrap=True, markup=False)
 
 
 def _fail(message: str, hint: str | None = None) -> None:
-    stderr.print(
-        f"sketchcolor: error: {message}" + (f" ({hint})" if hint else ""), highlight=False, soft_wrap=True
+    line = " ".join((f"sketchcolor: error: {message}" + (f" ({hint})" if hint else "")).split())
+    stderr.print(line, highlight=False, soft_wrap=True, markup=False)
+
+
+def _describe_unexpected(exc: BaseException) -> tuple[str, str]:
+    """One line for an exception that is not a user error: the input, the exception, "a bug"."""
+    if "OutOfMemoryError" in type(exc).__name__ or "out of memory" in str(exc).lower():
+        return "out of memory", "try a smaller image, a smaller --batch-size or --device cpu"
+    text = " ".join(str(exc).split()) or "(no message)"
+    if len(text) > 300:
+        text = text[:297] + "..."
+    subject = current_subject()
+    where = f"{subject}: " if subject else ""
+    return (
+        f"{where}unexpected {type(exc).__name__}: {text}",
+        "this is a bug; SKETCHCOLOR_DEBUG=1 shows the traceback",
     )
 
 
@@ -59,8 +84,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     args = list(sys.argv[1:] if argv is None else argv)
+    working_on(None)
+    set_command_line(args)
+    saved_showwarning = warnings.showwarning
+    if not debug:
+        warnings.showwarning = _show_warning
     try:
         rv = app(args=args, prog_name="sketchcolor", standalone_mode=False)
+        if rv == 130:  # newer typer turns Ctrl-C into a returned 130 without a word (commands return None)
+            _fail("interrupted")
         return rv if isinstance(rv, int) else 0
     except typer.Exit as exc:
         return int(exc.exit_code)
@@ -86,14 +118,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         # Usage errors of the command-line parser (click, or the copy vendored in newer typer):
         # recognised by their interface so any typer version works.
-        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                stdout.print(exc.format_message(), highlight=False, markup=False)
+                return 0
+            _fail(exc.format_message().replace("\n", " "), "see --help" if int(exc.exit_code) == 2 else None)
+            return int(exc.exit_code)
+        if debug:
             raise
-        if type(exc).__name__ == "NoArgsIsHelpError":
-            stdout.print(exc.format_message(), highlight=False, markup=False)
-            return 0
-        _fail(exc.format_message().replace("\n", " "), "see --help" if int(exc.exit_code) == 2 else None)
-        return int(exc.exit_code)
+        _fail(*_describe_unexpected(exc))
+        return 1
     finally:
+        warnings.showwarning = saved_showwarning
         logger.removeHandler(handler)
 
 

@@ -12,10 +12,19 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from .. import __version__
-from ..config import SampleConfig
+from ..config import SEED_LIMIT, SampleConfig
 
 #: Sampling defaults of every command come from the library's SampleConfig (one source).
 DEFAULTS = SampleConfig()
@@ -58,6 +67,13 @@ class Mode(enum.StrEnum):
     photo = "photo"
 
 
+def finite(value: float | None) -> float | None:
+    """Option callback: refuse NaN and infinities (``inf`` passes ``min=0`` and NaN fails no range)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 # Shared option aliases: every command spells the same option the same way.
 ModelOpt = Annotated[
     Path | None,
@@ -65,21 +81,55 @@ ModelOpt = Annotated[
         "--model", "-m", help="Model file (.safetensors). Default: the model bundled with sketchcolor."
     ),
 ]
-StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Sampling steps (network evaluations).")]
+StepsOpt = Annotated[
+    int,
+    typer.Option(
+        "--steps",
+        min=1,
+        help="Sampling steps (network evaluations), at most the model's noise levels "
+        "(1000 for the bundled model; checked before sampling).",
+    ),
+]
 SamplerOpt = Annotated[
-    Sampler, typer.Option("--sampler", help="Sampler: ddim (deterministic at eta 0) or ddpm.")
+    Sampler,
+    typer.Option(
+        "--sampler",
+        help="Sampler: ddim (deterministic at eta 0), ddpm (ancestral) or dpmpp2m "
+        "(DPM-Solver++(2M), deterministic, for few steps).",
+    ),
 ]
 EtaOpt = Annotated[
-    float, typer.Option("--eta", min=0.0, max=1.0, help="DDIM stochasticity: 0 deterministic, 1 like DDPM.")
+    float,
+    typer.Option(
+        "--eta",
+        min=0.0,
+        max=1.0,
+        callback=finite,
+        help="DDIM stochasticity: 0 deterministic, 1 like DDPM.",
+    ),
 ]
 GuidanceOpt = Annotated[
-    float, typer.Option("--guidance", min=0.0, help="Classifier-free guidance scale on the hints; 1 = off.")
+    float,
+    typer.Option(
+        "--guidance",
+        min=0.0,
+        callback=finite,
+        help="Classifier-free guidance scale on the hints, finite; 1 = off.",
+    ),
 ]
 PinHintsOpt = Annotated[
     bool,
     typer.Option("--pin-hints/--no-pin-hints", help="Hold hinted pixels at their colour while sampling."),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same picture.")]
+SeedOpt = Annotated[
+    int,
+    typer.Option(
+        "--seed",
+        min=0,
+        max=SEED_LIMIT - 1,
+        help="Random seed, 0 to 2**64 - 1: the same seed gives the same picture.",
+    ),
+]
 DeviceOpt = Annotated[
     Device, typer.Option("--device", help="Compute device; auto = CUDA, then MPS, then CPU.")
 ]
@@ -87,7 +137,37 @@ QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bar or summary (errors still show).")
 ]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="Result on stdout: human summary or JSON.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace existing output files (never an input of the command)."),
+]
+
+
+class _Subject:
+    """What the running command works on (its input), named by errors that are bugs; its argv."""
+
+    value: str | None = None
+    argv: list[str] = []
+
+
+def working_on(thing: Any) -> None:
+    """Record the input the command is working on, for :func:`sketchcolor.cli.main`'s last resort."""
+    _Subject.value = None if thing is None else str(thing)
+
+
+def current_subject() -> str | None:
+    return _Subject.value
+
+
+def set_command_line(argv: list[str]) -> None:
+    _Subject.argv = list(argv)
+
+
+def command_line() -> str:
+    """The running command as typed: ``sketchcolor train --data ...`` (recorded in models)."""
+    import shlex
+
+    return shlex.join(["sketchcolor", *_Subject.argv])
 
 
 def version_callback(value: bool) -> None:
@@ -108,16 +188,25 @@ def _root(
     """Colourise line-art sketches with diffusion models, guided by colour hints."""
 
 
+class _CountColumn(ProgressColumn):
+    """``done/total``; only ``done`` while the total is not known yet (never ``0/None``)."""
+
+    def render(self, task: Task) -> Text:
+        done = int(task.completed)
+        return Text(f"{done}" if task.total is None else f"{done}/{int(task.total)}")
+
+
 def progress_bar(quiet: bool, label: str) -> Progress:
-    """A progress bar on stderr (disabled when quiet)."""
+    """A progress bar on stderr (disabled when quiet, or when stderr is not a terminal)."""
     return Progress(
         TextColumn(label),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
+        _CountColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=stderr,
-        disable=quiet,
+        # Only on a terminal: a pipe or a CI log gets no bar remnants, just the result lines.
+        disable=quiet or not stderr.is_terminal,
         transient=True,
     )
 
@@ -138,4 +227,4 @@ def emit(result: Mapping[str, Any] | list[Any], fmt: OutputFormat, human: str, q
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(json_safe(result), indent=2, sort_keys=True) + "\n")
     elif not quiet:
-        stdout.print(human, highlight=False, soft_wrap=True)
+        stdout.print(human, highlight=False, soft_wrap=True, markup=False)

@@ -9,10 +9,14 @@ Examples::
 
 Hints are matched by file stem: ``--hints-dir DIR/STEM.png`` (any image type, or ``STEM.json``),
 mirroring sub-folders, or ``STEM.hints.png`` / ``STEM.hints.json`` beside the sketch. Outputs
-mirror the input tree under ``-o``. Existing outputs are skipped (``--overwrite`` redoes them), so
-a rerun after an interruption finishes the rest; every file is written atomically. A JSON manifest
-(``sketchcolor-manifest.json``, or ``sketchcolor-manifest.shard-I-of-N.json``) lists each input with
-its output, hints, seed, parameters, time and error. The exit code is 1 if any file failed.
+mirror the input tree under ``-o`` as ``STEM.png``; inputs of one folder that share a stem
+(``page.png``, ``page.jpg``) get distinct names, decided before any work (:func:`plan_outputs`).
+Existing outputs made from the same input are skipped (``--overwrite`` redoes them), so a rerun
+after an interruption finishes the rest; every file is written atomically, and no input is ever
+written over. A failure of one file, whatever it is, is recorded and the run goes on. A JSON
+manifest (``sketchcolor-manifest.json``, or ``sketchcolor-manifest.shard-I-of-N.json``) lists each
+input with its output, hints, seed, parameters, time and error; it is written after every chunk
+and at the end, also when the run is interrupted. The exit code is 1 if any file failed.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Annotated, Any
 import typer
 
 from .. import __version__
-from ..errors import SketchcolorError
+from ..errors import OutputError, SketchcolorError
 from .app import (
     DEFAULTS,
     DeviceOpt,
@@ -48,6 +52,7 @@ from .app import (
     json_safe,
     progress_bar,
     stderr,
+    working_on,
 )
 from .colorize import (
     FlatOpt,
@@ -55,6 +60,7 @@ from .colorize import (
     HintRadiusOpt,
     HintsInSketchOpt,
     HintsOpt,
+    Inputs,
     ModeOpt,
     NoHintRegionsOpt,
     SaveFlatsOpt,
@@ -69,6 +75,8 @@ from .colorize import (
 )
 
 HINT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".json")
+#: Failures listed on stderr before "... and N more".
+SHOWN_FAILURES = 20
 
 
 @dataclasses.dataclass
@@ -84,6 +92,7 @@ class Entry:
     error: str | None = None
     seconds: float | None = None
     outputs: list[str] = dataclasses.field(default_factory=list)
+    note: str | None = None
 
     def row(self) -> dict[str, Any]:
         return {
@@ -95,6 +104,7 @@ class Entry:
             "status": self.status,
             "error": self.error,
             "seconds": self.seconds,
+            **({"note": self.note} if self.note else {}),
         }
 
 
@@ -116,13 +126,17 @@ def is_hint_file(path: Path) -> bool:
 
 
 def find_sketches(root: Path, *, recursive: bool, pattern: str, exclude: Path | None) -> list[Path]:
-    """Sketch files under ``root`` (sorted, relative order stable), without hint files or outputs."""
+    """Sketch files under ``root`` (sorted, relative order stable), without hint files or outputs.
+
+    ``exclude`` (the output folder) is never read back, wherever it is.
+    """
     from ..io import IMAGE_SUFFIXES
 
     if not root.exists():
         raise SketchcolorError(f"{root}: folder not found")
     if not root.is_dir():
         raise SketchcolorError(f"{root}: is not a folder", hint="use `sketchcolor colorize` for one file")
+    skip = exclude.resolve() if exclude is not None else None
     walker = root.rglob("*") if recursive else root.glob("*")
     found = []
     for p in walker:
@@ -130,18 +144,89 @@ def find_sketches(root: Path, *, recursive: bool, pattern: str, exclude: Path | 
             continue
         if p.suffix.lower() not in IMAGE_SUFFIXES or not fnmatch.fnmatch(p.name, pattern):
             continue
-        if exclude is not None and exclude.resolve() in p.resolve().parents:
+        if skip is not None and skip in p.resolve().parents:
             continue
         found.append(p)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def remove_stale_temporaries(folder: Path) -> None:
-    """Delete temporary files a killed run left behind (``.NAME.XXXX.tmp``, see io.atomic_write)."""
-    if folder.is_dir():
-        for tmp in folder.rglob(".*.tmp"):
-            if tmp.is_file():
-                tmp.unlink()
+def plan_outputs(
+    sketches: list[Path], root: Path, output_dir: Path
+) -> tuple[dict[Path, Path], dict[Path, str]]:
+    """The output of every sketch, distinct even where inputs share a stem; decided before any work.
+
+    The rule: a sketch ``REL/STEM.EXT`` writes ``OUT/REL/STEM.png``. When several sketches of one
+    folder share a stem (compared case-insensitively, as macOS and Windows file systems do), the
+    one whose suffix is ``.png`` keeps ``STEM.png`` and each other one writes its full name plus
+    ``.png`` (``page.jpg`` -> ``page.jpg.png``), so no result replaces another and a ``.png`` input
+    keeps the name it has alone. The rule depends only on the full sorted list, so every
+    ``--shard`` of a run names files alike.
+
+    Returns:
+        ``{sketch: output}`` and ``{renamed sketch: note}``.
+    """
+    groups: dict[tuple[str, str], list[Path]] = {}
+    for path in sketches:
+        rel = path.relative_to(root)
+        groups.setdefault((rel.parent.as_posix().casefold(), rel.stem.casefold()), []).append(path)
+    outputs: dict[Path, Path] = {}
+    notes: dict[Path, str] = {}
+    for members in groups.values():
+        pngs = [p for p in members if p.suffix.lower() == ".png"]
+        keeper = pngs[0] if len(pngs) == 1 else None
+        for path in members:
+            rel = path.relative_to(root)
+            if len(members) == 1 or path == keeper:
+                outputs[path] = output_dir / rel.with_suffix(".png")
+            else:
+                outputs[path] = output_dir / rel.parent / f"{rel.name}.png"
+                others = ", ".join(p.name for p in members if p != path)
+                notes[path] = f"shares its name with {others}; written as {outputs[path].name}"
+    return outputs, notes
+
+
+def check_collisions(entries: list[Entry], job: Any, inputs: set[Path]) -> None:
+    """Refuse, before any work, outputs that two inputs share or that are inputs themselves.
+
+    Raises:
+        OutputError: With the list of clashes (the first 10).
+    """
+    seen: dict[str, Entry] = {}
+    clashes: list[str] = []
+    resolved_inputs = {p.resolve() for p in inputs}
+    for e in entries:
+        for path in output_paths(e.output, job):
+            resolved = path.resolve()
+            other = seen.setdefault(str(resolved).casefold(), e)
+            if other is not e:
+                clashes.append(f"{other.input} and {e.input} -> {path}")
+            if resolved in resolved_inputs:
+                clashes.append(f"{e.input} -> {path}, which is an input")
+    if clashes:
+        shown = "; ".join(clashes[:10]) + (f"; and {len(clashes) - 10} more" if len(clashes) > 10 else "")
+        raise OutputError(
+            f"{len(clashes)} output(s) would replace another result or an input: {shown}",
+            hint="rename the inputs, or choose another --output folder",
+        )
+
+
+def made_from(output: Path, sketch: Path) -> bool | None:
+    """Whether an existing output's record says it was made from ``sketch`` (None: no record).
+
+    Reads the record without decoding the picture, so a rerun over a big folder stays fast.
+    """
+    from ..io import peek_png_text
+
+    text = peek_png_text(output, "sketchcolor")
+    if text is None:
+        return None
+    try:
+        record = json.loads(text)
+        entries = record.get("inputs") or [{"path": record["input"]}]
+        recorded = Path(entries[0].get("abs") or entries[0]["path"])
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+        return None
+    return recorded.resolve() == sketch.resolve()
 
 
 def hints_for(sketch: Path, rel: Path, hints_dir: Path | None) -> list[Path]:
@@ -158,11 +243,50 @@ def hints_for(sketch: Path, rel: Path, hints_dir: Path | None) -> list[Path]:
     return []
 
 
+def _check_folders(input_dir: Path, output_dir: Path, hints_dir: Path | None) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputError(f"{output_dir}: is a file, not a folder", hint="give a folder with -o")
+    if input_dir.is_dir() and output_dir.exists() and output_dir.resolve() == input_dir.resolve():
+        raise OutputError(
+            f"{output_dir}: is the input folder; the results would replace the sketches",
+            hint=f"choose another folder, e.g. -o {input_dir / 'colored'}",
+        )
+    if hints_dir is not None and not hints_dir.is_dir():
+        raise SketchcolorError(f"{hints_dir}: hints folder not found")
+
+
+def _status_of(e: Entry, job: Any, overwrite: bool) -> None:
+    """Skip an item whose outputs exist and were made from it; refuse to replace a stranger's file."""
+    if overwrite:
+        return
+    paths = output_paths(e.output, job)
+    main = paths[0]
+    if not main.exists():
+        return
+    origin = made_from(main, e.input)
+    if origin is True:
+        if all(p.exists() for p in paths):
+            e.status = "skipped"
+        return  # ours, but a side file is missing: redo it
+    e.status = "failed"
+    e.error = (
+        f"{main}: already exists and was made from another input; pass --overwrite to replace it"
+        if origin is False
+        else f"{main}: already exists and was not written by sketchcolor; pass --overwrite to replace it"
+    )
+
+
 @app.command("batch")
 def batch_cli(
     input_dir: Annotated[Path, typer.Argument(help="Folder of sketches.", show_default=False)],
     output_dir: Annotated[
-        Path, typer.Option("--output", "-o", help="Folder for the results (mirrors the input tree).")
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Folder for the results (mirrors the input tree). Not the input folder; if inside it, "
+            "it is skipped while scanning.",
+        ),
     ],
     hints_dir: Annotated[
         Path | None,
@@ -171,7 +295,7 @@ def batch_cli(
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include sub-folders.")] = False,
     pattern: Annotated[str, typer.Option("--pattern", help="Only files whose name matches this glob.")] = "*",
     batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", min=1, help="Sketches per model forward.")
+        int, typer.Option("--batch-size", "-b", min=1, max=1024, help="Sketches per model forward.")
     ] = 4,
     shard: Annotated[
         str | None, typer.Option("--shard", help="Do only part I of N of the work (I/N, e.g. 2/4).")
@@ -187,7 +311,9 @@ def batch_cli(
     seed: SeedOpt = 0,
     num_samples: Annotated[
         int,
-        typer.Option("--num-samples", "-n", min=1, help="Variations per sketch (OUT-1.png ... OUT-N.png)."),
+        typer.Option(
+            "--num-samples", "-n", min=1, max=64, help="Variations per sketch (OUT-1.png ... OUT-N.png)."
+        ),
     ] = 1,
     hint_radius: HintRadiusOpt = None,
     hints_in_sketch: HintsInSketchOpt = False,
@@ -205,14 +331,17 @@ def batch_cli(
     """Colourise every sketch in a folder.
 
     Each sketch gets its own seed, derived from --seed and its path, so its result does not depend
-    on the batch or shard it ran in. All colorize options apply.
+    on the batch or shard it ran in. All colorize options apply. Sketches of one folder sharing a
+    name (page.png, page.jpg) get distinct outputs (page.png, page.jpg.png).
 
     Example:
 
         sketchcolor batch pages/ -o coloured/ --hints-dir hints/
     """
-    from ..pipeline import derive_seed, load_model
+    from ..io import remove_stale_temporaries
+    from ..pipeline import check_sample_config, derive_seed, load_model
 
+    working_on(input_dir)
     shard_i, shard_n = parse_shard(shard)
     job = make_job(
         steps=steps, sampler=sampler, eta=eta, guidance=guidance, pin_hints=pin_hints, hints=hints, points=hint,
@@ -220,23 +349,41 @@ def batch_cli(
         hint_regions=not no_hint_regions,
         save_flats=save_flats, save_hints=save_hints, num_samples=num_samples, model=model,
     )  # fmt: skip
+    _check_folders(input_dir, output_dir, hints_dir)
+    for path in job.hints:  # read again for every sketch: a pipe would be empty after the first
+        if not path.is_file():
+            raise SketchcolorError(
+                f"{path}: {'file not found' if not path.exists() else 'batch --hints must be a regular file'}"
+            )
+    inside = input_dir.is_dir() and input_dir.resolve() in output_dir.resolve().parents
     sketches = find_sketches(input_dir, recursive=recursive, pattern=pattern, exclude=output_dir)
+    if inside and recursive:
+        stderr.print(
+            f"sketchcolor: info: {output_dir} is inside {input_dir}; it is skipped while scanning",
+            highlight=False, soft_wrap=True, markup=False,
+        )  # fmt: skip
     if not sketches:
+        skipped = f"; the output folder {output_dir} was skipped" if inside and recursive else ""
         raise SketchcolorError(
-            f"{input_dir}: no sketches found (pattern {pattern!r}{', recursive' if recursive else ''})"
+            f"{input_dir}: no sketches found (pattern {pattern!r}{', recursive' if recursive else ''}{skipped})"
         )
+    outputs, renames = plan_outputs(sketches, input_dir, output_dir)
     entries = []
     for k, path in enumerate(sketches):
         if k % shard_n != shard_i - 1:
             continue
         rel = path.relative_to(input_dir)
-        out = output_dir / rel.with_suffix(".png")
-        entries.append(
-            Entry(path, rel, out, hints_for(path, rel, hints_dir), derive_seed(seed, rel.as_posix()))
+        entry = Entry(
+            path, rel, outputs[path], hints_for(path, rel, hints_dir), derive_seed(seed, rel.as_posix())
         )
+        entry.note = renames.get(path)
+        entries.append(entry)
+    all_inputs = set(sketches) | set(job.hints) | {h for e in entries for h in e.hints}
+    check_collisions(entries, job, all_inputs)
+    for path, note in renames.items():
+        stderr.print(f"sketchcolor: info: {path}: {note}", highlight=False, soft_wrap=True, markup=False)
     for e in entries:
-        if not overwrite and all(p.exists() for p in output_paths(e.output, job)):
-            e.status = "skipped"
+        _status_of(e, job, overwrite)
     todo = [e for e in entries if e.status == "pending"]
     manifest = output_dir / (
         "sketchcolor-manifest.json"
@@ -256,30 +403,42 @@ def batch_cli(
         doc = {"parameters": params, "entries": [e.row() for e in entries]}
         write_bytes_atomic(manifest, json.dumps(json_safe(doc), indent=2).encode(), overwrite=True)
 
-    remove_stale_temporaries(output_dir)
     bundle = load_model(model, str(device)) if todo else None
     if bundle is not None:
         check_mode(bundle, mode)
+        check_sample_config(job.sample, bundle)
         params["model_digest"] = bundle.digest
     output_dir.mkdir(parents=True, exist_ok=True)
+    removed = remove_stale_temporaries(output_dir)
+    if removed:
+        stderr.print(
+            f"sketchcolor: info: removed {len(removed)} temporary file(s) left by a killed run in {output_dir}",
+            highlight=False, soft_wrap=True, markup=False,
+        )  # fmt: skip
     started = time.perf_counter()
-    with progress_bar(quiet, "colourising") as progress:
-        task = progress.add_task("batch", total=len(todo))
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            _run_chunk(chunk, job, bundle)
-            progress.advance(task, len(chunk))
-            write_manifest()
-    write_manifest()
+    try:
+        with progress_bar(quiet, "colourising") as progress:
+            task = progress.add_task("batch", total=len(todo))
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                _run_chunk(chunk, job, bundle)
+                progress.advance(task, len(chunk))
+                write_manifest()
+    finally:
+        # Whatever happens (an interruption, a bug), what was done is on record.
+        write_manifest()
     counts = {s: sum(e.status == s for e in entries) for s in ("done", "skipped", "failed")}
     failed = [e for e in entries if e.status == "failed"]
-    for e in failed[:20]:
+    for e in failed[:SHOWN_FAILURES]:
         reason = e.error or "unknown error"
         where = "" if reason.startswith(str(e.input)) else f"{e.input}: "
         stderr.print(f"sketchcolor: failed: {where}{reason}", highlight=False, soft_wrap=True, markup=False)
-    if len(failed) > 20:
+    if len(failed) > SHOWN_FAILURES:
         stderr.print(
-            f"sketchcolor: ... and {len(failed) - 20} more failures (see {manifest})", highlight=False
+            f"sketchcolor: ... and {len(failed) - SHOWN_FAILURES} more failures (see {manifest})",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
         )
     seconds = round(time.perf_counter() - started, 2)
     summary = (
@@ -291,49 +450,60 @@ def batch_cli(
         raise typer.Exit(1)
 
 
+def _failure(exc: BaseException) -> str:
+    """One line for a failed item: the tool's own message, or the exception (a bug, but one file's)."""
+    if isinstance(exc, SketchcolorError):
+        return exc.message + (f" ({exc.hint})" if exc.hint else "")
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        return f"{where}{exc.strerror or exc}"
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"unexpected {type(exc).__name__}: {text[:300]} (this is a bug; please report it)"
+
+
 def _run_chunk(chunk: list[Entry], job: Any, bundle: Any) -> None:
-    """Colourise one chunk; a failing file is recorded and never stops the others.
+    """Colourise one chunk; any failure of one file is recorded and never stops the others.
 
     Outputs of a chunk are replaced: the chunk holds only files whose outputs were incomplete or
-    whose rerun was asked for with --overwrite.
+    whose rerun was asked for with --overwrite. An item's ``seconds`` is its own reading and
+    writing plus its share of the chunk's sampling time.
     """
     from ..pipeline import colorize_batch
 
-    ready = []
+    ready: list[tuple[Entry, Inputs, float]] = []
     for e in chunk:
         t0 = time.perf_counter()
         try:
-            sketch_rgb, layer = load_inputs(e.input, job, tuple(e.hints))
-            ready.append((e, sketch_rgb, layer, t0))
-        except SketchcolorError as exc:
-            e.status, e.error = "failed", exc.message
-        except OSError as exc:
-            e.status, e.error = "failed", str(exc)
+            ready.append((e, load_inputs(e.input, job, tuple(e.hints)), time.perf_counter() - t0))
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+            e.status, e.error = "failed", _failure(exc)
     if not ready:
         return
     n = job.num_samples
-    sketches = [r[1] for r in ready for _ in range(n)]
-    layers = [r[2] for r in ready for _ in range(n)]
-    seeds = [r[0].seed + j for r in ready for j in range(n)]
+    t0 = time.perf_counter()
     try:
         results = colorize_batch(
-            sketches,
-            layers,
+            [r[1].sketch_rgb for r in ready for _ in range(n)],
+            [r[1].layer for r in ready for _ in range(n)],
             bundle,
             job.sample,
-            seeds,
+            [r[0].seed + j for r in ready for j in range(n)],
             flat=job.flat,
             hint_regions=job.hint_regions,
             keep_flats=job.save_flats,
         )
-    except SketchcolorError as exc:
+    except Exception as exc:  # noqa: BLE001 - find the culprit, finish the others
         if len(ready) == 1:
-            ready[0][0].status, ready[0][0].error = "failed", exc.message
+            ready[0][0].status, ready[0][0].error = "failed", _failure(exc)
             return
-        for e, *_ in ready:  # find the culprit: run the items one by one
+        for e, *_ in ready:
             _run_chunk([e], job, bundle)
         return
-    for k, (e, _, _, t0) in enumerate(ready):
+    share = (time.perf_counter() - t0) / len(ready)
+    for k, (e, inputs, load_s) in enumerate(ready):
+        t1 = time.perf_counter()
         group = results[k * n : (k + 1) * n]
         merged = dataclasses.replace(
             group[0],
@@ -342,10 +512,11 @@ def _run_chunk(chunk: list[Entry], job: Any, bundle: Any) -> None:
             records=[{**r.record, "sample_index": j, "num_samples": n} for j, r in enumerate(group)],
         )
         try:
-            written = save_outputs(merged, e.output, job, base_record(e.input, job), overwrite=True)
-        except (SketchcolorError, OSError) as exc:
-            e.status, e.error = "failed", getattr(exc, "message", str(exc))
+            base = base_record(inputs, job, tuple(e.hints))
+            written = save_outputs(merged, e.output, job, base, overwrite=True)
+        except Exception as exc:  # noqa: BLE001 - one unwritable output must not stop the batch
+            e.status, e.error = "failed", _failure(exc)
             continue
         e.status = "done"
         e.outputs = [w["output"] for w in written]
-        e.seconds = round(time.perf_counter() - t0, 3)
+        e.seconds = round(load_s + share + time.perf_counter() - t1, 3)

@@ -45,6 +45,7 @@ from .app import (
     progress_bar,
     stderr,
     stdout,
+    working_on,
 )
 
 #: Failures listed on stderr before "... and N more".
@@ -96,6 +97,7 @@ def _strokes_cell(row: dict[str, Any]) -> str:
 def _table(rows: list[dict[str, Any]]) -> Any:
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     from ..evaluation import METRICS
 
@@ -110,11 +112,12 @@ def _table(rows: list[dict[str, Any]]) -> Any:
         table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
     for row in rows:
         if model_mode:
-            labels = [Path(str(row.get("model") or "default")).name, str(row.get("step")), _strokes_cell(row)]
+            # The path as given: several checkpoints are often all called model.safetensors.
+            labels = [str(row.get("model") or "default"), str(row.get("step")), _strokes_cell(row)]
         else:
             labels = [str(row.get("pred"))]
         table.add_row(
-            *labels,
+            *[Text(label) for label in labels],  # file names are text, not rich markup
             *[_cell(row.get(m), m) for m in metrics],
             str(row["n_scored"]),
             str(row["n_failed"]),
@@ -252,8 +255,10 @@ def eval_cli(
     Metrics: PSNR and SSIM on RGB, mean CIEDE2000, CIEDE2000 at hinted pixels, LPIPS (when its
     weights are available) and FID (--fid). Mode A scores existing outputs (--pred, --truth). Mode B runs one or more models over a test
     set (--data) with fixed seeds; missing hints are synthesised from the ground truth with a seed
-    per item. Items that cannot be scored are listed and counted, never dropped silently. Exit
-    code 1 if any item failed or a --fail-under/--fail-over threshold is not met.
+    per item. Items that cannot be scored, and ground-truth pictures without a prediction (or
+    sketch), are listed and counted as failed, never dropped silently. PSNR is capped at 60 dB per
+    item, so means stay finite. Exit code 1 if any item failed or a --fail-under/--fail-over
+    threshold is not met.
 
     Metric names for thresholds: psnr, ssim, ciede2000, hint_ciede2000, lpips, fid.
 
@@ -271,6 +276,7 @@ def eval_cli(
     from ..config import HintConfig, SampleConfig
     from ..errors import ConfigError
 
+    working_on(pred if pred is not None else data)
     mode_a = pred is not None or truth is not None
     if mode_a and (data is not None or model):
         raise typer.BadParameter("give --pred and --truth (score outputs) or --data (run a model), not both")
@@ -294,17 +300,32 @@ def eval_cli(
     if no_lpips and "lpips" in required:
         raise typer.BadParameter("--no-lpips contradicts --require lpips")
 
-    from ..checkpoint import read_metadata
+    from ..checkpoint import default_model_path, read_config
     from ..device import resolve_device
+    from ..io import check_output_path
     from ..metrics import LpipsMetric
 
     # Fail fast on bad inputs (one line), before loading metrics or models.
+    sample_config = SampleConfig(
+        sampler=sampler.value, steps=steps, eta=eta, guidance=guidance, pin_hints=pin_hints
+    )
+    if plot is not None:
+        ev.check_plot_available()
+    for report_path in (json_path, csv_path, plot):
+        if report_path is not None:
+            check_output_path(report_path)  # a folder or a path under a file: refused before the work
     if pred is not None and truth is not None:
-        ev.find_pairs(pred, truth)
+        pairing = ev.find_pairs(pred, truth)
     elif data is not None:
-        ev.find_pairs(*ev.find_test_set(data), pred_role="sketch", skip_side_files=False)
-        for model_path in model or []:
-            read_metadata(model_path)
+        pairing = ev.find_pairs(*ev.find_test_set(data), pred_role="sketch", skip_side_files=False)
+        for model_path in model or [default_model_path()]:
+            levels = read_config(model_path).schedule.num_train_steps
+            if steps > levels:
+                raise ConfigError(
+                    f"--steps {steps}: {model_path} has {levels} noise levels, so at most {levels} steps",
+                    hint=f"use --steps 1 to {levels}",
+                )
+    total = len(pairing.pairs)
     dev = resolve_device(str(device))
     lpips_metric = None
     if not no_lpips:
@@ -322,7 +343,7 @@ def eval_cli(
             return lambda info: progress.update(task, total=info["total"], completed=info["done"])
 
         if pred is not None and truth is not None:
-            task = progress.add_task("eval", total=None)
+            task = progress.add_task("eval", total=total)
             reports.append(
                 ev.evaluate_outputs(
                     pred, truth, hints_dir=hints, lpips=lpips_metric, fid=fid_metric, callback=advance(task)
@@ -332,14 +353,11 @@ def eval_cli(
             from ..pipeline import load_model
 
             paths: list[Path | None] = [*model] if model else [None]
-            sample_config = SampleConfig(
-                sampler=sampler.value, steps=steps, eta=eta, guidance=guidance, pin_hints=pin_hints
-            )
             hint_config = HintConfig(max_strokes=max_strokes)
             for path in paths:
                 bundle = load_model(path, str(device))
                 for strokes in sweep:
-                    task = progress.add_task("eval", total=None)
+                    task = progress.add_task("eval", total=total)
                     reports.append(
                         ev.evaluate_model(
                             bundle, data, sample_config=sample_config, hint_config=hint_config, seed=seed,

@@ -12,14 +12,27 @@ from __future__ import annotations
 
 import enum
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from ..config import SEED_LIMIT
 from ..errors import SketchcolorError
-from .app import Device, FormatOpt, Mode, OutputFormat, QuietOpt, app, emit, progress_bar, stderr
+from .app import (
+    Device,
+    FormatOpt,
+    Mode,
+    OutputFormat,
+    QuietOpt,
+    app,
+    command_line,
+    emit,
+    finite,
+    progress_bar,
+    stderr,
+    working_on,
+)
 
 
 class DataFormatChoice(enum.StrEnum):
@@ -37,6 +50,24 @@ def _parse_sets(items: list[str] | None) -> dict[str, str]:
             raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="'--set'")
         out[key.strip()] = value.strip()
     return out
+
+
+def _resumed_recipe(run_dir: Path, command: str) -> str:
+    """The recipe of a resumed run: the original command line (from its newest checkpoint), then this one."""
+    from ..checkpoint import read_metadata
+    from ..training import MODEL_FILE, checkpoints_in
+
+    original = ""
+    for folder in reversed(checkpoints_in(run_dir)):
+        try:
+            original = read_metadata(folder / MODEL_FILE).get("recipe", "")
+        except SketchcolorError:
+            continue
+        break
+    if not original:
+        return command
+    head = original.split(" ; resumed: ")[0]
+    return f"{head} ; resumed: {command}"
 
 
 @app.command("train")
@@ -72,8 +103,15 @@ def train_cli(
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", min=1, help="Pictures per step and process.")
     ] = None,
-    lr: Annotated[float | None, typer.Option("--lr", min=0.0, help="Peak learning rate.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of every random draw of the run.")] = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", min=0.0, callback=finite, help="Peak learning rate, finite.")
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed", min=0, max=SEED_LIMIT - 1, help="Seed of every random draw of the run, 0 to 2**64 - 1."
+        ),
+    ] = None,
     device: Annotated[
         Device | None, typer.Option("--device", help="Compute device; auto = CUDA, then MPS, then CPU.")
     ] = None,
@@ -100,9 +138,11 @@ def train_cli(
 
         torchrun --nproc-per-node 2 -m sketchcolor train --data pics/ --out runs/ddp
     """
-    from ..config import TrainConfig, apply_overrides, load_config_file
+    from ..config import TrainConfig, apply_overrides, check_seed, load_config_file
+    from ..errors import ConfigError
     from ..training import load_run_config, train
 
+    working_on(resume or data or out)
     if resume is not None:
         if config_file is not None or data is not None or out is not None and out != resume:
             raise SketchcolorError(
@@ -135,15 +175,22 @@ def train_cli(
             "give the training pictures with --data (or data.path in --config)", param_hint="'--data'"
         )
 
-    recipe = "sketchcolor train " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:])
+    try:
+        check_seed(config.run.seed, "run.seed")
+    except ConfigError as exc:
+        raise typer.BadParameter(exc.message) from None
+    command = command_line()
+    recipe = _resumed_recipe(resume, command) if resume is not None else command
     main_process = int(os.environ.get("RANK", "0")) == 0
     show = not quiet and main_process
     last = None
     with progress_bar(not show, "training") as progress:
-        prep = progress.add_task("preparing data", total=None)
+        prep: list[Any] = []  # the preparation bar, shown once its total is known
 
         def on_prepare(done: int, total: int) -> None:
-            progress.update(prep, completed=done, total=total)
+            if not prep:
+                prep.append(progress.add_task("preparing data", total=total))
+            progress.update(prep[0], completed=done, total=total)
 
         task = None
         for info in train(
@@ -155,7 +202,8 @@ def train_cli(
             on_prepare=on_prepare,
         ):
             if task is None:
-                progress.remove_task(prep)
+                if prep:
+                    progress.remove_task(prep[0])
                 task = progress.add_task("train", total=info.total_steps, completed=info.step - 1)
             progress.update(
                 task, completed=info.step,
@@ -163,7 +211,12 @@ def train_cli(
             )  # fmt: skip
             if info.checkpoint is not None and show:
                 val = f", val loss {info.val_loss:.4f}" if info.val_loss is not None else ""
-                stderr.print(f"step {info.step}: checkpoint {info.checkpoint}{val}", highlight=False)
+                stderr.print(
+                    f"step {info.step}: checkpoint {info.checkpoint}{val}",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
             last = info
     if not main_process:
         return
