@@ -43,11 +43,12 @@ import torch.nn.functional as F
 
 from . import __version__
 from .checkpoint import ModelBundle, describe
+from .color import lab_to_rgb
 from .compose import sketch_lightness
-from .conditioning import LINE_LEVEL, HintLayer, sample_training_hints
-from .config import HintConfig, SampleConfig
+from .conditioning import LINE_LEVEL, HintLayer, sample_training_hints, warp_reference
+from .config import HintConfig, ReferenceConfig, SampleConfig
 from .data import COLOR_DIRS, SKETCH_DIRS
-from .errors import ConfigError, DataError, HintError, ImageError, SketchcolorError
+from .errors import ConfigError, DataError, HintError, ImageError, ModelError, SketchcolorError
 from .io import IMAGE_SUFFIXES, atomic_write, image_to_tensor, load_rgb, write_bytes_atomic
 from .metrics import LpipsMetric, MetricUnavailableError, score_images
 from .pipeline import build_hints, colorize_batch, derive_seed, working_size
@@ -660,6 +661,31 @@ class _Loaded:
     kind: HintKind
     seed: int
     files: dict[str, str]
+    reference: torch.Tensor | None = None
+
+
+ReferenceMode = Literal["none", "self-warped", "dir"]
+
+#: The held-out family of warps of ``--reference-mode self-warped``: a thin-plate spline (training
+#: uses affine maps with a smooth displacement field), milder affine ranges, light jitter.
+EVAL_WARP = ReferenceConfig(
+    warp="tps", rotate=20.0, scale_min=0.8, scale_max=1.2, shift=0.1, flip=0.5, elastic=0.05, jitter=0.05
+)
+
+
+def self_warped_reference(truth_rgb: torch.Tensor, seed: int, size: int = 128) -> torch.Tensor:
+    """The ground truth under a fixed random warp of :data:`EVAL_WARP`, as a reference picture.
+
+    Args:
+        truth_rgb: (1, 3, H, W) sRGB in [0, 1].
+        seed: Seed of the warp (``derive_seed(seed, "reference/" + name)`` in :func:`evaluate_model`).
+        size: Side of the square result (the model letterboxes it to its own reference size).
+
+    Returns:
+        (1, 3, size, size) sRGB in [0, 1].
+    """
+    lab = warp_reference(truth_rgb[0], EVAL_WARP, size, torch.Generator().manual_seed(int(seed)))
+    return lab_to_rgb(lab[None]).clamp(0.0, 1.0)
 
 
 def evaluate_model(
@@ -675,6 +701,8 @@ def evaluate_model(
     lpips: LpipsMetric | None = None,
     fid: FeatureExtractor | None = None,
     callback: ProgressCallback | None = None,
+    reference_mode: ReferenceMode = "none",
+    reference_dir: str | Path | None = None,
 ) -> EvalReport:
     """Mode B: colourise a test set with ``bundle`` and score the results.
 
@@ -687,6 +715,10 @@ def evaluate_model(
       gets exactly that many synthetic strokes and given hints are not used (noted in the report);
     * sampling seed: ``derive_seed(seed, name)``, so an item's result depends on neither its batch
       nor the other items;
+    * reference (models with reference conditioning): none; ``self-warped``, the item's own ground
+      truth under a fixed warp of the held-out family :data:`EVAL_WARP` (seed
+      ``derive_seed(seed, "reference/" + name)``); or ``dir``, the file of the same stem in
+      ``reference_dir`` (an item without one is a failure);
     * the output is scored as the 8-bit image ``colorize`` would write, at the ground truth's size;
       a sketch and truth of different sizes is a failure. The hint error is measured on the hinted
       pixels off the lines (for line-art models), where the model is asked to reproduce the hint.
@@ -704,10 +736,12 @@ def evaluate_model(
         lpips: Optional loaded LPIPS metric.
         fid: Optional feature extractor for the set-level FID.
         callback: Called after each item with ``{"done", "total", "item"}``.
+        reference_mode: ``none``, ``self-warped`` or ``dir`` (see above).
+        reference_dir: Folder of references by stem (``reference_mode="dir"``).
 
     Returns:
         The :class:`EvalReport`; its label holds ``model``, ``digest``, ``step``, ``strokes``,
-        ``max_strokes`` and ``hints`` (which hint sources were used).
+        ``max_strokes``, ``hints`` (which hint sources were used) and ``reference``.
 
     Raises:
         DataError: Bad test set layout or no sketches.
@@ -717,6 +751,12 @@ def evaluate_model(
         raise ValueError("batch_size must be >= 1")
     if num_strokes is not None and num_strokes < 0:
         raise ValueError("num_strokes must be >= 0")
+    if reference_mode != "none" and not bundle.config.conditioning.reference:
+        raise ModelError(
+            f"{bundle.path or 'the model'}: takes no reference picture (trained without reference conditioning)"
+        )
+    if reference_mode == "dir" and (reference_dir is None or not Path(reference_dir).is_dir()):
+        raise DataError(f"{reference_dir}: reference folder not found")
     sample_config = sample_config or SampleConfig()
     hint_config = hint_config or HintConfig()
     test_dir = Path(test_dir)
@@ -742,6 +782,8 @@ def evaluate_model(
         ready: list[_Loaded] = []
         for pair in pairs[start : start + batch_size]:
             loaded = _load_item(pair, bundle, hint_config, seed, num_strokes, given_dir)
+            if isinstance(loaded, _Loaded) and reference_mode != "none":
+                loaded = _with_reference(loaded, reference_mode, reference_dir, seed)
             if isinstance(loaded, ItemResult):
                 items.append(loaded)
             else:
@@ -765,6 +807,7 @@ def evaluate_model(
         "strokes": num_strokes,
         "max_strokes": hint_config.max_strokes if num_strokes is None else None,
         "hints": "+".join(kinds) if kinds else "none",
+        "reference": reference_mode,
     }
     return EvalReport(
         tuple(sorted(items, key=lambda i: i.name)), label, pairing.unmatched_truths, tuple(notes), set_metrics
@@ -803,6 +846,26 @@ def _load_item(
     return _Loaded(pair, sketch_rgb, truth_rgb, layer, kind, item_seed, files)
 
 
+def _with_reference(
+    item: _Loaded, mode: ReferenceMode, reference_dir: str | Path | None, seed: int
+) -> _Loaded | ItemResult:
+    """The item with its reference (see :func:`evaluate_model`), or a failed item."""
+    name = item.pair.name
+    try:
+        if mode == "self-warped":
+            reference = self_warped_reference(item.truth_rgb, derive_seed(seed, f"reference/{name}"))
+            files = item.files
+        else:
+            path = find_hint_file(Path(str(reference_dir)), name)
+            if path is None or path.suffix.lower() == ".json":
+                raise ImageError(f"no reference for {name} in {reference_dir}")
+            reference = load_rgb(path)
+            files = {**item.files, "reference": str(path)}
+    except Exception as exc:  # noqa: BLE001 - one bad item is a failed item
+        return ItemResult(name, error=_error_text(exc), files=item.files, seed=item.seed)
+    return dataclasses.replace(item, reference=reference, files=files)
+
+
 def _colorize(
     ready: list[_Loaded], bundle: ModelBundle, sample_config: SampleConfig
 ) -> list[torch.Tensor | str]:
@@ -816,6 +879,7 @@ def _colorize(
             bundle,
             sample_config,
             [r.seed for r in ready],
+            references=[r.reference for r in ready],
         )
     except Exception as exc:  # noqa: BLE001 - find the culprit, score the others
         if len(ready) == 1:

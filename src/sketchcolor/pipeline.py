@@ -520,7 +520,23 @@ def _as_layer(hints: HintLayer | ImageInput | None, size: tuple[int, int]) -> Hi
     return layer
 
 
-def read_reference(reference: ImageInput, bundle: ModelBundle) -> tuple[torch.Tensor, str]:
+@dataclasses.dataclass(frozen=True)
+class NamedReference:
+    """A reference picture already in memory, with the name messages should call it by.
+
+    Attributes:
+        image: Path, PIL image or (1, 3, H, W) tensor in [0, 1].
+        name: E.g. the file it was read from.
+    """
+
+    image: ImageInput
+    name: str
+
+
+ReferenceInput = ImageInput | NamedReference
+
+
+def read_reference(reference: ReferenceInput, bundle: ModelBundle) -> tuple[torch.Tensor, str]:
     """A reference picture as the model takes it, and a digest of what it saw.
 
     Any size, aspect or mode: transparency goes onto white, the picture is letterboxed onto a white
@@ -542,7 +558,10 @@ def read_reference(reference: ImageInput, bundle: ModelBundle) -> tuple[torch.Te
             f"{where}: takes no reference picture (it was trained without reference conditioning)",
             hint="use a model trained with conditioning.reference = true, or leave out the reference",
         )
-    name = str(reference) if isinstance(reference, str | Path) else "the reference picture"
+    if isinstance(reference, NamedReference):
+        name, reference = reference.name, reference.image
+    else:
+        name = str(reference) if isinstance(reference, str | Path) else "the reference picture"
     try:
         rgb_u8 = read_sketch_u8(reference)
     except ImageError as exc:
@@ -563,7 +582,7 @@ def _prepare(
     sketch: ImageInput,
     hints: HintLayer | ImageInput | None,
     bundle: ModelBundle,
-    reference: ImageInput | None = None,
+    reference: ReferenceInput | None = None,
 ) -> _Prepared:
     """Read a sketch, its hints and its reference and build the conditioning at the working size."""
     config = bundle.config
@@ -657,7 +676,7 @@ def colorize(
     hint_regions: bool = True,
     keep_flats: bool = False,
     keep_steps: bool = False,
-    reference: ImageInput | None = None,
+    reference: ReferenceInput | None = None,
     callback: StepCallback | None = None,
 ) -> ColorizeResult:
     """Colourise one sketch with a loaded model.
@@ -677,9 +696,10 @@ def colorize(
             within the region; the model colours the rest); False lets the model colour everything.
         keep_flats: Also return the colour layers without lines (``result.flats``).
         keep_steps: Keep each step's x0 estimate as a small picture (``result.frames``).
-        reference: Optional reference picture (path, PIL image or (1, 3, H, W) tensor in [0, 1])
-            whose colours the model follows (models with reference conditioning); hints win
-            where they are given. ``sample_config.reference_scale`` guides on it.
+        reference: Optional reference picture (path, PIL image, (1, 3, H, W) tensor in [0, 1], or a
+            :class:`NamedReference`) whose colours the model follows (models with reference
+            conditioning); hints win where they are given. ``sample_config.reference_scale``
+            guides on it.
         callback: Per-step progress callback.
 
     Returns:
@@ -745,7 +765,7 @@ def colorize_batch(
     flat: bool = False,
     hint_regions: bool = True,
     keep_flats: bool = False,
-    references: Sequence[ImageInput | None] | None = None,
+    references: Sequence[ReferenceInput | None] | None = None,
     callback: StepCallback | None = None,
 ) -> list[ColorizeResult]:
     """Colourise several sketches, running the network on as many of them at once as fit together.
@@ -1027,6 +1047,7 @@ def _point_texts(points: Sequence[PointInput]) -> list[str]:
 __all__ = [
     "ColorizeResult",
     "Colorizer",
+    "NamedReference",
     "clear_model_cache",
     "build_hints",
     "colorize",

@@ -6,6 +6,9 @@ Examples::
     sketchcolor batch pages/ -o coloured/ --recursive --pattern "*.png" --batch-size 8 --flat
     sketchcolor batch pages/ -o coloured/ --shard 1/2      # on machine 1
     sketchcolor batch pages/ -o coloured/ --shard 2/2      # on machine 2
+    sketchcolor batch chapter/ -o out/ --reference hero.png         # one palette for all pages
+    sketchcolor batch chapter/ -o out/ --reference-dir refs/        # references matched by name
+    sketchcolor batch chapter/ -o out/ --chapter --hints-dir hints/  # page 1's result colours the rest
 
 Hints are matched by file stem: ``--hints-dir DIR/STEM.png`` (any image type, or ``STEM.json``),
 mirroring sub-folders, or ``STEM.hints.png`` / ``STEM.hints.json`` beside the sketch. Outputs
@@ -17,6 +20,13 @@ written over. A failure of one file, whatever it is, is recorded and the run goe
 manifest (``sketchcolor-manifest.json``, or ``sketchcolor-manifest.shard-I-of-N.json``) lists each
 input with its output, hints, seed, parameters, time and error; it is written after every chunk
 and at the end, also when the run is interrupted. The exit code is 1 if any file failed.
+
+References (models with reference conditioning): ``--reference PATH`` for every page;
+``--reference-dir DIR`` matches ``DIR/STEM.*`` by stem (mirroring sub-folders), falling back to
+``--reference``; with ``--chapter`` the first page (in sorted order) is coloured first and its
+result becomes the reference of every later page without one of its own, so a character keeps its
+colours page after page. The first page's result, not each previous page's, is used: a chain of
+references would let small drifts add up over a chapter.
 """
 
 from __future__ import annotations
@@ -63,6 +73,8 @@ from .colorize import (
     Inputs,
     ModeOpt,
     NoHintRegionsOpt,
+    ReferenceOpt,
+    ReferenceScaleOpt,
     SaveFlatsOpt,
     SaveHintsOpt,
     StretchOpt,
@@ -93,6 +105,7 @@ class Entry:
     seconds: float | None = None
     outputs: list[str] = dataclasses.field(default_factory=list)
     note: str | None = None
+    reference: Path | None = None
 
     def row(self) -> dict[str, Any]:
         return {
@@ -100,6 +113,7 @@ class Entry:
             "output": str(self.output),
             "outputs": self.outputs,
             "hints": [str(h) for h in self.hints],
+            "reference": str(self.reference) if self.reference is not None else None,
             "seed": self.seed,
             "status": self.status,
             "error": self.error,
@@ -243,6 +257,19 @@ def hints_for(sketch: Path, rel: Path, hints_dir: Path | None) -> list[Path]:
     return []
 
 
+def reference_for(rel: Path, reference_dir: Path | None, default: Path | None) -> Path | None:
+    """The reference of one sketch: ``DIR/REL_PARENT/STEM.*`` by stem, else ``default``."""
+    from ..io import IMAGE_SUFFIXES
+
+    if reference_dir is not None:
+        base = reference_dir / rel.parent
+        for suffix in IMAGE_SUFFIXES:
+            for name in (f"{rel.stem}{suffix}", f"{rel.stem}{suffix.upper()}"):
+                if (base / name).is_file():
+                    return base / name
+    return default
+
+
 def _check_folders(input_dir: Path, output_dir: Path, hints_dir: Path | None) -> None:
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputError(f"{output_dir}: is a file, not a folder", hint="give a folder with -o")
@@ -302,6 +329,23 @@ def batch_cli(
     ] = None,
     hints: HintsOpt = None,
     hint: HintOpt = None,
+    reference: ReferenceOpt = None,
+    reference_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference-dir",
+            help="Folder of reference pictures matched by stem (falls back to --reference).",
+        ),
+    ] = None,
+    chapter: Annotated[
+        bool,
+        typer.Option(
+            "--chapter",
+            help="Colour the first page first; its result is the reference of every later page without "
+            "its own (one palette across a chapter).",
+        ),
+    ] = False,
+    reference_scale: ReferenceScaleOpt = DEFAULTS.reference_scale,
     model: ModelOpt = None,
     steps: StepsOpt = DEFAULTS.steps,
     sampler: SamplerOpt = Sampler(DEFAULTS.sampler),
@@ -348,12 +392,16 @@ def batch_cli(
         hint_radius=hint_radius, hints_in_sketch=hints_in_sketch, stretch=stretch_hints, flat=flat,
         hint_regions=not no_hint_regions,
         save_flats=save_flats, save_hints=save_hints, num_samples=num_samples, model=model,
+        reference=reference, reference_scale=reference_scale,
     )  # fmt: skip
     _check_folders(input_dir, output_dir, hints_dir)
-    for path in job.hints:  # read again for every sketch: a pipe would be empty after the first
+    if reference_dir is not None and not reference_dir.is_dir():
+        raise SketchcolorError(f"{reference_dir}: reference folder not found")
+    for path in [*job.hints, *([reference] if reference is not None else [])]:
+        # Read again for every sketch: a pipe would be empty after the first.
         if not path.is_file():
             raise SketchcolorError(
-                f"{path}: {'file not found' if not path.exists() else 'batch --hints must be a regular file'}"
+                f"{path}: {'file not found' if not path.exists() else 'batch hints and references must be regular files'}"
             )
     inside = input_dir.is_dir() and input_dir.resolve() in output_dir.resolve().parents
     sketches = find_sketches(input_dir, recursive=recursive, pattern=pattern, exclude=output_dir)
@@ -377,8 +425,15 @@ def batch_cli(
             path, rel, outputs[path], hints_for(path, rel, hints_dir), derive_seed(seed, rel.as_posix())
         )
         entry.note = renames.get(path)
+        entry.reference = reference_for(rel, reference_dir, reference)
         entries.append(entry)
+    first_page = None
+    if chapter:
+        first_page = _chapter_reference(sketches[0], outputs[sketches[0]], entries, shard_n, job, input_dir)
     all_inputs = set(sketches) | set(job.hints) | {h for e in entries for h in e.hints}
+    # The chapter's first result is read by later pages but written by this run: not an input.
+    chapter_output = outputs[sketches[0]] if chapter else None
+    all_inputs |= {e.reference for e in entries if e.reference is not None and e.reference != chapter_output}
     check_collisions(entries, job, all_inputs)
     for path, note in renames.items():
         stderr.print(f"sketchcolor: info: {path}: {note}", highlight=False, soft_wrap=True, markup=False)
@@ -394,6 +449,8 @@ def batch_cli(
         "sampler": job.sample.sampler, "steps": job.sample.steps, "eta": job.sample.eta,
         "guidance": job.sample.guidance, "pin_hints": job.sample.pin_hints, "flat": flat, "hint_regions": job.hint_regions, "num_samples": num_samples, "base_seed": seed,
         "shard": f"{shard_i}/{shard_n}", "model": str(model) if model else None,
+        "reference": str(reference) if reference else None, "reference_dir": str(reference_dir) if reference_dir else None,
+        "reference_scale": job.sample.reference_scale, "chapter": chapter,
         "sketchcolor_version": __version__,
     }  # fmt: skip
 
@@ -419,6 +476,14 @@ def batch_cli(
     try:
         with progress_bar(quiet, "colourising") as progress:
             task = progress.add_task("batch", total=len(todo))
+            if first_page is not None and first_page in todo:
+                # Chapter mode: the first page first, alone; its result is the others' reference.
+                todo.remove(first_page)
+                _run_chunk([first_page], job, bundle)
+                progress.advance(task, 1)
+                write_manifest()
+                _chapter_ready(first_page, entries)
+                todo = [e for e in todo if e.status == "pending"]
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
                 _run_chunk(chunk, job, bundle)
@@ -450,6 +515,43 @@ def batch_cli(
         raise typer.Exit(1)
 
 
+def _chapter_reference(
+    first: Path, first_output: Path, entries: list[Entry], shard_n: int, job: Any, input_dir: Path
+) -> Entry | None:
+    """Chapter mode: make the first page's output the reference of the pages without their own.
+
+    Returns the first page's entry when this run colours it (then it goes first), else None.
+
+    Raises:
+        SketchcolorError: ``--chapter`` with ``--num-samples`` > 1, or a shard without the first
+            page while its result does not exist yet.
+    """
+    if job.num_samples > 1:
+        raise typer.BadParameter("--chapter needs one sample per page (drop --num-samples)")
+    own = next((e for e in entries if e.input == first), None)
+    for e in entries:
+        if e is not own and e.reference is None:
+            e.reference = first_output
+            e.note = ((e.note + "; ") if e.note else "") + f"chapter reference {first_output.name}"
+    if own is None and not first_output.is_file():
+        raise SketchcolorError(
+            f"{first_output}: the first page's result does not exist yet (chapter mode)",
+            hint=f"run the shard holding {first.relative_to(input_dir)} first (shard 1)"
+            if shard_n > 1
+            else None,
+        )
+    return own
+
+
+def _chapter_ready(first: Entry, entries: list[Entry]) -> None:
+    """After the first page: pages waiting for its result fail with its reason if it failed."""
+    if first.status == "done":
+        return
+    for e in entries:
+        if e is not first and e.reference == first.output and e.status == "pending":
+            e.status, e.error = "failed", f"the chapter's first page {first.input} failed: {first.error}"
+
+
 def _failure(exc: BaseException) -> str:
     """One line for a failed item: the tool's own message, or the exception (a bug, but one file's)."""
     if isinstance(exc, SketchcolorError):
@@ -476,7 +578,9 @@ def _run_chunk(chunk: list[Entry], job: Any, bundle: Any) -> None:
     for e in chunk:
         t0 = time.perf_counter()
         try:
-            ready.append((e, load_inputs(e.input, job, tuple(e.hints)), time.perf_counter() - t0))
+            ready.append(
+                (e, load_inputs(e.input, job, tuple(e.hints), e.reference), time.perf_counter() - t0)
+            )
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
             e.status, e.error = "failed", _failure(exc)
     if not ready:
@@ -493,6 +597,7 @@ def _run_chunk(chunk: list[Entry], job: Any, bundle: Any) -> None:
             flat=job.flat,
             hint_regions=job.hint_regions,
             keep_flats=job.save_flats,
+            references=[r[1].reference for r in ready for _ in range(n)],
         )
     except Exception as exc:  # noqa: BLE001 - find the culprit, finish the others
         if len(ready) == 1:

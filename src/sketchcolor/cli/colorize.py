@@ -122,6 +122,23 @@ ModeOpt = Annotated[
     Mode | None,
     typer.Option("--mode", help="Check the model's kind: lineart, or photo for greyscale photos."),
 ]
+ReferenceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--reference",
+        help="Reference picture whose colours to follow (any size; transparency on white). Hints win "
+        "where given. Needs a model with reference conditioning (the bundled one has it).",
+    ),
+]
+ReferenceScaleOpt = Annotated[
+    float,
+    typer.Option(
+        "--reference-scale",
+        min=0.0,
+        max=20.0,
+        help="Classifier-free guidance on the reference: 1 = off, higher follows it more closely.",
+    ),
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +157,7 @@ class ColorJob:
     save_hints: bool = False
     num_samples: int = 1
     model_path: str | None = None
+    reference: Path | None = None
 
     def sources(self, extra_hints: tuple[Path, ...] = ()) -> dict[str, Any]:
         """The hint sources, as recorded in output PNGs (for people; ``inputs`` has the files)."""
@@ -176,13 +194,20 @@ def make_job(
     num_samples: int = 1,
     model: Path | None = None,
     hint_regions: bool = True,
+    reference: Path | None = None,
+    reference_scale: float = DEFAULTS.reference_scale,
 ) -> ColorJob:
     from ..config import SampleConfig
 
     return ColorJob(
         sample=SampleConfig(
-            sampler=sampler.value, steps=steps, eta=eta, guidance=guidance, pin_hints=pin_hints
-        ),
+            sampler=sampler.value,
+            steps=steps,
+            eta=eta,
+            guidance=guidance,
+            pin_hints=pin_hints,
+            reference_scale=reference_scale,
+        ),  # fmt: skip
         hints=tuple(hints or ()),
         points=tuple(points or ()),
         hint_radius=hint_radius,
@@ -194,6 +219,7 @@ def make_job(
         save_hints=save_hints,
         num_samples=num_samples,
         model_path=str(model) if model else None,
+        reference=reference,
     )
 
 
@@ -255,10 +281,15 @@ class Inputs:
     sketch_rgb: Any  # (1, 3, H, W) float tensor
     layer: Any  # HintLayer
     entries: list[dict[str, Any]]
+    reference: Any = None  # NamedReference, or None
 
 
-def load_inputs(sketch: Path, job: ColorJob, extra_hints: tuple[Path, ...] = ()) -> Inputs:
-    """Read a sketch and merge all its hint sources, reading each file once.
+def load_inputs(
+    sketch: Path, job: ColorJob, extra_hints: tuple[Path, ...] = (), reference: Path | None = None
+) -> Inputs:
+    """Read a sketch, merge all its hint sources and read its reference, each file once.
+
+    ``reference`` (a per-item reference, ``batch``) replaces the job's own ``reference``.
 
     Sources paint over each other in the library's order (:func:`sketchcolor.pipeline.build_hints`):
     scribbles in the sketch, hints images, JSON files, points. ``extra_hints`` are per-item hint
@@ -305,7 +336,15 @@ def load_inputs(sketch: Path, job: ColorJob, extra_hints: tuple[Path, ...] = ())
             "%s: the hints hold no hint pixels (all white or transparent); colourising from the sketch alone",
             sketch,
         )
-    return Inputs(sketch_rgb, layer, entries)
+    named = None
+    reference = reference if reference is not None else job.reference
+    if reference is not None:
+        from ..pipeline import NamedReference
+
+        ref_data = read_input_bytes(reference, what="image")
+        named = NamedReference(read_sketch(decode_image(ref_data, str(reference))), str(reference))
+        entries.append(file_entry(reference, ref_data, "reference"))
+    return Inputs(sketch_rgb, layer, entries, named)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -553,7 +592,7 @@ def locate_input(entry: dict[str, Any], png: Path, override: Path | None = None)
     Raises:
         SketchcolorError: The input is missing, was read from a pipe, or has changed (digest).
     """
-    role = {"sketch": "sketch", "hints": "hints image", "json": "hints file"}.get(
+    role = {"sketch": "sketch", "hints": "hints image", "json": "hints file", "reference": "reference"}.get(
         entry.get("role", ""), "input"
     )
     shown = entry.get("path", "?")
@@ -641,7 +680,12 @@ def plan_reproduction(
 
     entries = _recorded_inputs(rec)
     sketch_path = locate_input(entries[0], png, sketch)
-    hint_paths = [locate_input(e, png) for e in entries[1:]]
+    hint_paths = [locate_input(e, png) for e in entries[1:] if e.get("role") != "reference"]
+    ref_entries = [e for e in entries[1:] if e.get("role") == "reference"]
+    reference_path = locate_input(ref_entries[0], png) if ref_entries else None
+    reference_scale = rec.get(
+        "reference_scale", "a finite number >= 0", lambda v: _is_number(v) and v >= 0, 1.0
+    )
     model_path = model
     if model_path is None and model_name is not None:
         model_entry = {"role": "model", "path": model_name, "abs": rec.data.get("model_abs")}
@@ -655,8 +699,9 @@ def plan_reproduction(
             ) from None
     try:
         sample = SampleConfig(
-            sampler=sampler, steps=steps, eta=float(eta), guidance=float(guidance), pin_hints=pin
-        )
+            sampler=sampler, steps=steps, eta=float(eta), guidance=float(guidance), pin_hints=pin,
+            reference_scale=float(reference_scale),
+        )  # fmt: skip
     except ConfigError as exc:
         raise SketchcolorError(f"{png}: its sketchcolor record is invalid ({exc.message})") from None
     job = ColorJob(
@@ -672,6 +717,7 @@ def plan_reproduction(
         save_hints=save_hints or bool(side.get("hints", False)) or this == "hints",
         num_samples=num,
         model_path=str(model_path) if model_path is not None else None,
+        reference=reference_path,
     )
     first_seed = (seed - pick) % SEED_LIMIT
     sketch_digest = entries[0].get("digest") if isinstance(entries[0].get("digest"), str) else None
@@ -685,7 +731,8 @@ def plan_reproduction(
 #: Options whose value ``--from-png`` takes from the record (giving them too is a usage error).
 RECORDED_OPTIONS = (
     "hints", "hint", "steps", "sampler", "eta", "guidance", "pin_hints", "seed", "num_samples",
-    "hint_radius", "hints_in_sketch", "stretch_hints", "flat", "no_hint_regions",
+    "hint_radius", "hints_in_sketch", "stretch_hints", "flat", "no_hint_regions", "reference",
+    "reference_scale",
 )  # fmt: skip
 
 
@@ -711,6 +758,8 @@ def colorize_cli(
     ] = None,
     hints: HintsOpt = None,
     hint: HintOpt = None,
+    reference: ReferenceOpt = None,
+    reference_scale: ReferenceScaleOpt = DEFAULTS.reference_scale,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -757,15 +806,18 @@ def colorize_cli(
     quiet: QuietOpt = False,
     fmt: FormatOpt = OutputFormat.human,
 ) -> None:
-    """Colourise one sketch, guided by optional colour hints.
+    """Colourise one sketch, guided by optional colour hints and a reference picture.
 
     The output has the sketch's own size, and the sketch's lines are laid over the colour, so line
     pixels keep their darkness. Hints can be combined: images, JSON files, points, and scribbles
-    drawn on the sketch (later ones paint over earlier ones). Samplers: ddim, ddpm, dpmpp2m.
+    drawn on the sketch (later ones paint over earlier ones). A --reference picture lends its
+    colours (hints win where they are given). Samplers: ddim, ddpm, dpmpp2m.
 
-    Example:
+    Examples:
 
         sketchcolor colorize sketch.png --hints scribble.png -o out.png
+
+        sketchcolor colorize page.png --reference character_sheet.png -o page.colored.png
     """
     from ..io import is_stdio
     from ..pipeline import check_sample_config, colorize, load_model
@@ -806,6 +858,7 @@ def colorize_cli(
             steps=steps, sampler=sampler, eta=eta, guidance=guidance, pin_hints=pin_hints, hints=hints, points=hint,
             hint_radius=hint_radius, hints_in_sketch=hints_in_sketch, stretch=stretch_hints, flat=flat,
             hint_regions=not no_hint_regions, save_flats=save_flats, save_hints=save_hints, num_samples=num_samples, model=model,
+            reference=reference, reference_scale=reference_scale,
         )  # fmt: skip
         out_path = output or sketch.with_name(f"{sketch.stem}.colored.png")
         want_digest = None
@@ -813,6 +866,9 @@ def colorize_cli(
         inputs_used = [sketch, *job.hints]
         roles = {sketch: "the sketch"}
         roles.update({h: "a hints file" for h in job.hints})
+    if job.reference is not None:
+        inputs_used.append(job.reference)
+        roles[job.reference] = "the reference picture"
     if save_steps is not None and save_steps.suffix.lower() != ".gif":
         raise typer.BadParameter(
             f"{save_steps}: the animation is a GIF; give a .gif name", param_hint="'--save-steps'"
@@ -841,7 +897,8 @@ def colorize_cli(
         result = colorize(
             inputs.sketch_rgb, inputs.layer, bundle, job.sample, seed, num_samples=job.num_samples,
             flat=job.flat, hint_regions=job.hint_regions, keep_flats=job.save_flats,
-            keep_steps=save_steps is not None, callback=lambda info: progress.advance(task),
+            keep_steps=save_steps is not None, reference=inputs.reference,
+            callback=lambda info: progress.advance(task),
         )  # fmt: skip
     if pick is not None and job.num_samples > 1:
         # The whole batch was reproduced (results do not depend on batching beyond rounding): keep one.

@@ -52,6 +52,11 @@ from .app import (
 SHOWN_FAILURES = 10
 
 
+class ReferenceModeChoice(enum.StrEnum):
+    none = "none"
+    self_warped = "self-warped"
+
+
 class RequiredMetric(enum.StrEnum):
     lpips = "lpips"
     fid = "fid"
@@ -103,7 +108,12 @@ def _table(rows: list[dict[str, Any]]) -> Any:
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     model_mode = any(row.get("mode") == "model" for row in rows)
-    label_columns = ["model", "step", "strokes"] if model_mode else ["predictions"]
+    with_reference = any(row.get("reference", "none") != "none" for row in rows)
+    label_columns = (
+        (["model", "step", "strokes"] + (["reference"] if with_reference else []))
+        if model_mode
+        else ["predictions"]
+    )
     metrics = [m for m in METRICS if any(m in row for row in rows)]
     for name in label_columns:
         table.add_column(name, overflow="fold", min_width=len(name))
@@ -114,6 +124,8 @@ def _table(rows: list[dict[str, Any]]) -> Any:
         if model_mode:
             # The path as given: several checkpoints are often all called model.safetensors.
             labels = [str(row.get("model") or "default"), str(row.get("step")), _strokes_cell(row)]
+            if with_reference:
+                labels.append(str(row.get("reference")))
         else:
             labels = [str(row.get("pred"))]
         table.add_row(
@@ -192,6 +204,22 @@ def eval_cli(
     batch_size: Annotated[
         int, typer.Option("--batch-size", "-b", min=1, help="Mode B: sketches per model forward.")
     ] = 8,
+    reference_mode: Annotated[
+        ReferenceModeChoice,
+        typer.Option(
+            "--reference-mode",
+            help="Mode B: none, or self-warped (each item's ground truth under a fixed held-out warp "
+            "as its reference; models with reference conditioning).",
+        ),
+    ] = ReferenceModeChoice.none,
+    reference_dir: Annotated[
+        Path | None,
+        typer.Option("--reference-dir", help="Mode B: folder of real reference pictures matched by name."),
+    ] = None,
+    reference_scale: Annotated[
+        float,
+        typer.Option("--reference-scale", min=0.0, max=20.0, help="Guidance on the reference; 1 = off."),
+    ] = DEFAULTS.reference_scale,
     hints_sweep: Annotated[
         str | None,
         typer.Option(
@@ -290,6 +318,11 @@ def eval_cli(
         raise typer.BadParameter("--hints-sweep and --plot need --data (mode B)")
     if hints_sweep is not None and hints is not None:
         raise typer.BadParameter("--hints-sweep synthesises its hints; it cannot be combined with --hints")
+    if reference_dir is not None and reference_mode is not ReferenceModeChoice.none:
+        raise typer.BadParameter("give --reference-mode self-warped or --reference-dir, not both")
+    if mode_a and (reference_dir is not None or reference_mode is not ReferenceModeChoice.none):
+        raise typer.BadParameter("--reference-mode and --reference-dir need --data (mode B)")
+    ref_mode = "dir" if reference_dir is not None else reference_mode.value
     try:
         under = ev.parse_thresholds(fail_under or [])
         over = ev.parse_thresholds(fail_over or [])
@@ -307,8 +340,9 @@ def eval_cli(
 
     # Fail fast on bad inputs (one line), before loading metrics or models.
     sample_config = SampleConfig(
-        sampler=sampler.value, steps=steps, eta=eta, guidance=guidance, pin_hints=pin_hints
-    )
+        sampler=sampler.value, steps=steps, eta=eta, guidance=guidance, pin_hints=pin_hints,
+        reference_scale=reference_scale,
+    )  # fmt: skip
     if plot is not None:
         ev.check_plot_available()
     for report_path in (json_path, csv_path, plot):
@@ -362,7 +396,8 @@ def eval_cli(
                         ev.evaluate_model(
                             bundle, data, sample_config=sample_config, hint_config=hint_config, seed=seed,
                             num_strokes=strokes, hints_dir=hints, batch_size=batch_size, lpips=lpips_metric,
-                            fid=fid_metric, callback=advance(task),
+                            fid=fid_metric, callback=advance(task), reference_mode=ref_mode,  # type: ignore[arg-type]
+                            reference_dir=reference_dir,
                         )
                     )  # fmt: skip
                     progress.remove_task(task)
@@ -384,6 +419,9 @@ def eval_cli(
         "seed": seed,
         "max_strokes": max_strokes,
         "hints_sweep": None if hints_sweep is None else [s for s in sweep if s is not None],
+        "reference_mode": ref_mode,
+        "reference_dir": str(reference_dir) if reference_dir else None,
+        "reference_scale": reference_scale,
         "lpips_backbone": str(lpips_metric.backbone_path) if lpips_metric is not None else None,
     }
     document = ev.report_document(
