@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .color import lab_to_rgb, rgb_to_lab
-from .conditioning import LINE_LEVEL, label_regions
+from .conditioning import LINE_LEVEL, background_labels, label_closed_regions
 
 #: Regions whose interior colour has a standard deviation above this (CIE LAB units, summed over
 #: channels) are treated as shaded or leaking and keep their smooth colour (unless ``flat``).
@@ -47,9 +47,10 @@ REGION_MAX_SIZE = 1024
 #: A region whose colour is within this CIE LAB distance of white paper is painted pure white:
 #: a model unsure of a region regresses towards a faint tint, which on line art is paper.
 PAPER_DISTANCE = 6.0
-#: A hinted region that touches the image border and covers more than this fraction of the image
-#: is taken for the background leaking into an open shape: the model colours it, not the hints.
-BACKGROUND_FRACTION = 0.25
+#: A hint that falls in the page's background region (:data:`BACKGROUND_FRACTION`; an open outline
+#: let the shape it was drawn in merge with the page) is looked for again with larger gaps closed,
+#: up to these multiples of the usual gap, so it still colours the shape it was drawn in.
+HINT_GAP_STEPS = (1.25, 1.5, 2.0)
 #: Gaps in outlines up to about twice this many pixels per 128 px of the long side are closed
 #: when finding regions (as the "close gap" option of paint-bucket tools), so a shape whose
 #: outline is not quite closed does not merge with the background.
@@ -138,35 +139,6 @@ def _sample_positions(full: int, small: int) -> torch.Tensor:
     )
 
 
-def label_closed_regions(sketch_l: np.ndarray, gap: float) -> np.ndarray:
-    """Label line-enclosed regions, closing gaps in the outlines up to about ``2 * gap`` pixels.
-
-    Lines are thickened by ``gap`` pixels (a Euclidean distance threshold) before labelling, then
-    the pixels the thickening took are given back to their nearest region, so regions keep their
-    full extent up to the original lines.
-
-    Args:
-        sketch_l: (H, W) lightness in [0, 1].
-        gap: Thickening radius in pixels (0: plain labelling).
-
-    Returns:
-        (H, W) int32 labels, 0 on line pixels, 1..K for regions.
-    """
-    from scipy import ndimage
-
-    lines = sketch_l < LINE_LEVEL
-    if gap < 1:
-        return label_regions(sketch_l)
-    thick = ndimage.distance_transform_edt(~lines) <= gap
-    labels = label_regions(np.where(thick, 0.0, 1.0))
-    if labels.max() == 0:
-        return label_regions(sketch_l)
-    nearest = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
-    labels = labels[nearest[0], nearest[1]]
-    labels[lines] = 0
-    return labels.astype(np.int32)
-
-
 @dataclasses.dataclass(frozen=True)
 class Regions:
     """Line-enclosed regions of a sketch and the colour chosen for each.
@@ -235,7 +207,11 @@ def region_colours(
         )
     h, w = grid_l.shape[-2:]
     gap = GAP_PER_128 * max(h, w) / 128.0
-    labels = torch.from_numpy(label_closed_regions(grid_l[0, 0].numpy(), gap))  # (h, w) int32
+    grid_np = grid_l[0, 0].numpy()
+    labels_np = label_closed_regions(grid_np, gap)
+    if hints is not None:
+        labels_np = _close_around_hints(labels_np, grid_np, hints, gap)
+    labels = torch.from_numpy(labels_np)  # (h, w) int32
     k = int(labels.max()) + 1
     sh, sw = lab_small.shape[-2:]
     sample_labels = labels[_sample_positions(h, sh)][:, _sample_positions(w, sw)].reshape(-1)
@@ -264,6 +240,50 @@ def region_colours(
     snap[0] = False  # line pixels keep the smooth colour (the lines go on top anyway)
     rgb = lab_to_rgb(mean_lab.T.reshape(k, 3, 1, 1)).reshape(k, 3).T.contiguous()
     return Regions(labels, snap, rgb, hint_rgb, hint_use)
+
+
+def _close_around_hints(
+    labels: np.ndarray, grid_l: np.ndarray, hints: tuple[torch.Tensor, torch.Tensor], gap: float
+) -> np.ndarray:
+    """Give hints drawn in the page's background, through an open outline, their own shape.
+
+    For hint pixels whose region is background (:func:`~sketchcolor.conditioning.background_labels`),
+    the sketch is labelled again with larger gaps closed (:data:`HINT_GAP_STEPS` times ``gap``);
+    at the first step where such a pixel's region is no longer background, that region (where it
+    lies in the background of ``labels``) becomes a region of its own. Hints really meant for the
+    background stay in it: no gap step makes the page a closed shape.
+
+    Returns:
+        The labels (a copy when anything changed), 0 on lines.
+    """
+    rgb, mask = hints
+    full_h, full_w = mask.shape[-2:]
+    grid_h, grid_w = labels.shape
+    ys, xs = mask[0, 0].nonzero(as_tuple=True)
+    if ys.numel() == 0:
+        return labels
+    gy, gx = (ys * grid_h // full_h).numpy(), (xs * grid_w // full_w).numpy()
+    background = background_labels(labels)
+    open_hint = background[labels[gy, gx]]
+    if not open_hint.any():
+        return labels
+    labels = labels.copy()
+    in_background = background[labels]
+    next_label = int(labels.max()) + 1
+    pending = np.flatnonzero(open_hint)
+    for step in HINT_GAP_STEPS:
+        wider = label_closed_regions(grid_l, gap * step)
+        closed = ~background_labels(wider)
+        found = closed[wider[gy[pending], gx[pending]]] & (wider[gy[pending], gx[pending]] > 0)
+        for region in np.unique(wider[gy[pending[found]], gx[pending[found]]]):
+            take = (wider == region) & in_background
+            labels[take] = next_label
+            in_background &= ~take
+            next_label += 1
+        pending = pending[~found]
+        if not len(pending):
+            break
+    return labels
 
 
 def _nearest_hints(
@@ -309,11 +329,7 @@ def _hinted_regions(
     for c in range(3):
         means[c] = torch.bincount(lbl, weights=lab[c], minlength=k) / count.clamp(min=1)
     trusted = count > 0
-    area = torch.bincount(labels.reshape(-1), minlength=k).float()
-    border = torch.unique(torch.cat([labels[0], labels[-1], labels[:, 0], labels[:, -1]])).long()
-    background = torch.zeros(k, dtype=torch.bool)
-    background[border] = area[border] > BACKGROUND_FRACTION * labels.numel()
-    trusted &= ~background
+    trusted &= ~torch.from_numpy(background_labels(labels.numpy()))
     trusted[0] = False
     return trusted, means
 

@@ -44,6 +44,9 @@ HINT_WHITE_LEVEL = 0.97
 HINT_ALPHA_LEVEL = 0.5
 #: Sketch pixels with lightness (L/100) below this are line pixels; they bound regions.
 LINE_LEVEL = 0.6
+#: A region that touches the image border and covers more than this fraction of the image is the
+#: page's background (possibly merged with a shape whose outline is open), not a shape of its own.
+BACKGROUND_FRACTION = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -438,6 +441,56 @@ def label_closed_regions(sketch: np.ndarray, gap: float, line_level: float = LIN
     labels = labels[nearest[0], nearest[1]]
     labels[lines] = 0
     return labels.astype(np.int32)
+
+
+def background_labels(labels: np.ndarray, fraction: float = BACKGROUND_FRACTION) -> np.ndarray:
+    """Which labels of a labelling are background: touching the border, larger than ``fraction``.
+
+    Args:
+        labels: (H, W) int labels (0 = lines).
+        fraction: Area threshold as a fraction of the image (:data:`BACKGROUND_FRACTION`).
+
+    Returns:
+        (K,) bool, indexed by label; label 0 (lines) is never background.
+    """
+    k = int(labels.max()) + 1
+    area = np.bincount(labels.ravel(), minlength=k)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    out = np.zeros(k, dtype=bool)
+    out[border] = area[border] > fraction * labels.size
+    out[0] = False
+    return out
+
+
+def hinted_region_mask(sketch: torch.Tensor, hint_mask: torch.Tensor, gap: float = 2.0) -> torch.Tensor:
+    """Where the hints apply: the line-enclosed regions holding hints, the page's background left out.
+
+    Used to keep classifier-free guidance on the hints where the hints are (so white paper stays
+    paper under guidance). Regions are found with outline gaps closed (``gap`` pixels per 128 px of
+    the long side, see :func:`label_closed_regions`); a hinted region that is the background
+    (:func:`background_labels`) is left out, while the hinted pixels themselves always count.
+
+    Args:
+        sketch: (N, 1, H, W) lightness in [0, 1].
+        hint_mask: (N, 1, H, W) in {0, 1}.
+        gap: Gap closing radius per 128 px.
+
+    Returns:
+        (N, 1, H, W) float mask in {0, 1}.
+    """
+    out = hint_mask.detach().float().cpu().clone()
+    radius = gap * max(sketch.shape[-2:]) / 128.0
+    for i in range(sketch.shape[0]):
+        m = out[i, 0].numpy() > 0
+        if not m.any():
+            continue
+        labels = label_closed_regions(sketch[i, 0].detach().float().cpu().numpy(), radius)
+        hinted = np.zeros(int(labels.max()) + 1, dtype=bool)
+        hinted[np.unique(labels[m])] = True
+        hinted &= ~background_labels(labels)
+        hinted[0] = False
+        out[i, 0] = torch.from_numpy((hinted[labels] | m).astype(np.float32))
+    return out.to(hint_mask.device)
 
 
 def region_fill(

@@ -153,39 +153,42 @@ class GuidedDenoiser(nn.Module):
     """Classifier-free guidance (Ho & Salimans 2022) over a :class:`Denoiser`-like callable.
 
     With one condition removed in each of K branches (e.g. the hints, or the reference), the
-    guided estimate is ``x0 = x0_full + sum_k (scale_k - 1) * (x0_full - x0_without_k)``, and the
-    same for eps: each term moves the estimate away from what the model predicts without that
-    condition, by its own scale (separate guidance scales, as in ColorizeDiffusion). With one
-    branch this is the usual ``x0_uncond + scale * (x0_cond - x0_uncond)``; scale 1 is the
-    conditional model alone. All branches run in one batched network call.
+    guided estimate is ``x0 = x0_full + sum_k (scale_k - 1) * w_k * (x0_full - x0_without_k)``,
+    and the same for eps: each term moves the estimate away from what the model predicts without
+    that condition, by its own scale (separate guidance scales, as in ColorizeDiffusion), where
+    its optional spatial weight ``w_k`` (N or 1, 1, H, W) allows (1 everywhere when None). With one
+    unweighted branch this is the usual ``x0_uncond + scale * (x0_cond - x0_uncond)``; scale 1 is
+    the conditional model alone. All branches run in one batched network call.
 
     Args:
         denoiser: Callable ``(x_t, t, cond) -> (x0_hat, eps_hat)``.
         uncond: One reduced conditioning (shaped like ``cond``), or a sequence of
-            ``(reduced conditioning, scale)`` pairs.
+            ``(reduced conditioning, scale)`` or ``(reduced conditioning, scale, weight)`` tuples.
         scale: Guidance scale when ``uncond`` is a single conditioning.
     """
 
     def __init__(
-        self, denoiser: nn.Module, uncond: Cond | Sequence[tuple[Cond, float]], scale: float = 1.0
+        self,
+        denoiser: nn.Module,
+        uncond: Cond | Sequence[tuple[Cond, float] | tuple[Cond, float, torch.Tensor | None]],
+        scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.denoiser = denoiser
-        branches: list[tuple[Any, float]] = (
-            [(uncond, float(scale))]
-            if isinstance(uncond, torch.Tensor | ModelCond)
-            else [(c, float(s)) for c, s in uncond]
-        )
-        self.branches = branches
+        if isinstance(uncond, torch.Tensor | ModelCond):
+            self.branches: list[tuple[Any, float, torch.Tensor | None]] = [(uncond, float(scale), None)]
+        else:
+            self.branches = [(b[0], float(b[1]), b[2] if len(b) > 2 else None) for b in uncond]  # type: ignore[misc]
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond) -> tuple[torch.Tensor, torch.Tensor]:
         k = len(self.branches) + 1
         x0, eps = self.denoiser(
-            torch.cat([x_t] * k), torch.cat([t] * k), cat_cond([cond, *(c for c, _ in self.branches)])
+            torch.cat([x_t] * k), torch.cat([t] * k), cat_cond([cond, *(c for c, _, _ in self.branches)])
         )
         x0_parts, eps_parts = x0.chunk(k), eps.chunk(k)
         x0_out, eps_out = x0_parts[0], eps_parts[0]
-        for (_, s), x0_k, eps_k in zip(self.branches, x0_parts[1:], eps_parts[1:], strict=True):
-            x0_out = x0_out + (s - 1.0) * (x0_parts[0] - x0_k)
-            eps_out = eps_out + (s - 1.0) * (eps_parts[0] - eps_k)
+        for (_, s, w), x0_k, eps_k in zip(self.branches, x0_parts[1:], eps_parts[1:], strict=True):
+            f = (s - 1.0) if w is None else (s - 1.0) * w.to(x0_out.dtype)
+            x0_out = x0_out + f * (x0_parts[0] - x0_k)
+            eps_out = eps_out + f * (eps_parts[0] - eps_k)
         return x0_out, eps_out

@@ -42,6 +42,7 @@ from .conditioning import (
     ModelCond,
     from_points,
     from_strokes,
+    hinted_region_mask,
     hints_from_rgba,
     make_conditioning,
     normalize_sketch,
@@ -385,14 +386,16 @@ def sample(
     memory_format = torch.channels_last if _is_channels_last(bundle.model) else torch.contiguous_format
     model_cond = _model_cond(cond, config, device, memory_format)
     # Classifier-free guidance: one branch per condition whose scale is not 1 (hints, reference).
-    branches: list[tuple[ModelCond, float]] = []
+    branches: list[tuple[ModelCond, float, torch.Tensor | None]] = []
     if sample_config.guidance != 1.0:
-        branches.append(
-            (_model_cond(cond.without_hints(), config, device, memory_format), sample_config.guidance)
-        )
+        # Guidance on the hints acts where the hints are: their regions (the page's background
+        # left out), so white paper stays paper however strong the guidance.
+        weight = guidance_weight(cond, config.conditioning).to(device)
+        uncond = _model_cond(cond.without_hints(), config, device, memory_format)
+        branches.append((uncond, sample_config.guidance, weight))
     if sample_config.reference_scale != 1.0 and cond.has_reference:
         reduced = _model_cond(cond.without_reference(), config, device, memory_format)
-        branches.append((reduced, sample_config.reference_scale))
+        branches.append((reduced, sample_config.reference_scale, None))
     denoiser: Any = GuidedDenoiser(bundle.denoiser, branches) if branches else bundle.denoiser
     n_target = len(config.conditioning.target_channels)
     h, w = cond.size
@@ -416,6 +419,16 @@ def sample(
             denoiser, noise, bundle.schedule, timesteps, model_cond,
             eta=sample_config.eta, generator=generators, callback=callback, x0_hook=hook,
         )  # fmt: skip
+
+
+def guidance_weight(cond: Conditioning, layout: ConditioningConfig) -> torch.Tensor:
+    """Where guidance on the hints applies: hinted regions grown by one pixel, (N, 1, H, W).
+
+    See :func:`~sketchcolor.conditioning.hinted_region_mask`; the gap closing is the model's
+    ``region_gap`` (or the composition's usual 2 px per 128 px when the model has none).
+    """
+    mask = hinted_region_mask(cond.sketch, cond.hint_mask, gap=layout.region_gap or 2.0)
+    return F.max_pool2d(mask, 3, stride=1, padding=1)
 
 
 def _model_cond(
