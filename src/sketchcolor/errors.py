@@ -63,3 +63,20 @@ class DataError(SketchcolorError, ValueError):
 
 class ModelError(SketchcolorError, ValueError):
     """The model cannot do what was asked (e.g. a reference picture for a model trained without)."""
+
+
+def failure_text(exc: BaseException, *, with_hint: bool = True) -> str:
+    """One line for a failure of one item (a batch page, an eval item): what the user reads.
+
+    The tool's own errors give their message (and hint); out of memory and file-system errors a
+    short plain line; anything else is a bug, named as one, but still one line.
+    """
+    if isinstance(exc, SketchcolorError):
+        return exc.message + (f" ({exc.hint})" if with_hint and exc.hint else "")
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        return f"{where}{exc.strerror or exc}"
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"unexpected {type(exc).__name__}: {text[:300]} (this is a bug; please report it)"

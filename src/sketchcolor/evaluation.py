@@ -48,7 +48,7 @@ from .compose import sketch_lightness
 from .conditioning import LINE_LEVEL, HintLayer, sample_training_hints, warp_reference
 from .config import HintConfig, ReferenceConfig, SampleConfig
 from .data import COLOR_DIRS, SKETCH_DIRS
-from .errors import ConfigError, DataError, HintError, ImageError, ModelError, SketchcolorError
+from .errors import ConfigError, DataError, HintError, ImageError, ModelError, SketchcolorError, failure_text
 from .io import IMAGE_SUFFIXES, atomic_write, image_to_tensor, load_rgb, write_bytes_atomic
 from .metrics import LpipsMetric, MetricUnavailableError, score_images
 from .pipeline import build_hints, colorize_batch, derive_seed, working_size
@@ -549,15 +549,7 @@ def _failed(problem: Problem, role: str) -> ItemResult:
 
 
 def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, SketchcolorError):
-        return exc.message
-    if isinstance(exc, MemoryError):
-        return "out of memory"
-    if isinstance(exc, OSError):
-        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        return f"{where}{exc.strerror or exc}"
-    text = " ".join(str(exc).split()) or "(no message)"
-    return f"unexpected {type(exc).__name__}: {text[:300]} (this is a bug; please report it)"
+    return failure_text(exc, with_hint=False)
 
 
 def _missing(pairing: Pairing, other_dir: Path, what: str) -> list[ItemResult]:

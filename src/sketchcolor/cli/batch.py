@@ -41,7 +41,7 @@ from typing import Annotated, Any
 import typer
 
 from .. import __version__
-from ..errors import OutputError, SketchcolorError
+from ..errors import OutputError, SketchcolorError, failure_text
 from .app import (
     DEFAULTS,
     DeviceOpt,
@@ -553,16 +553,8 @@ def _chapter_ready(first: Entry, entries: list[Entry]) -> None:
 
 
 def _failure(exc: BaseException) -> str:
-    """One line for a failed item: the tool's own message, or the exception (a bug, but one file's)."""
-    if isinstance(exc, SketchcolorError):
-        return exc.message + (f" ({exc.hint})" if exc.hint else "")
-    if isinstance(exc, MemoryError):
-        return "out of memory"
-    if isinstance(exc, OSError):
-        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        return f"{where}{exc.strerror or exc}"
-    text = " ".join(str(exc).split()) or "(no message)"
-    return f"unexpected {type(exc).__name__}: {text[:300]} (this is a bug; please report it)"
+    """One line for a failed item (see :func:`sketchcolor.errors.failure_text`)."""
+    return failure_text(exc)
 
 
 def _run_chunk(chunk: list[Entry], job: Any, bundle: Any) -> None:
