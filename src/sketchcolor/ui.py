@@ -29,12 +29,12 @@ import uuid
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from PIL import Image
 
-from .config import SEED_LIMIT, SampleConfig, check_seed
+from .config import SEED_LIMIT, SampleConfig, SamplerName, check_seed
 from .errors import HintError, SketchcolorError
 from .io import IMAGE_SUFFIXES, MAX_PIXELS, decode_image, read_input_bytes, to_rgb_on_white
 from .pipeline import build_hints, hints_from_image, load_model
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: Sampling defaults of the page are the CLI's: the library's SampleConfig.
 DEFAULTS = SampleConfig()
+#: The samplers the page offers (all of the library's).
+SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 #: Most variations one press of "Colourise" makes (each is its own run: seed, seed + 1, ...).
 MAX_VARIATIONS = 8
 #: Request folders kept on disk (older ones are removed; Gradio keeps its own copies of results).
@@ -102,6 +104,8 @@ class Settings:
         from .errors import ConfigError
 
         check_seed(self.seed)
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"sampler = {self.sampler!r}: give one of {', '.join(SAMPLERS)}")
         if not 1 <= self.variations <= MAX_VARIATIONS:
             raise ConfigError(f"variations = {self.variations}: give 1 to {MAX_VARIATIONS}")
         self.sample_config()  # validates the sampling fields
@@ -634,7 +638,6 @@ def build_app(studio: Studio) -> Any:
     """
     gr = import_gradio()
     status = studio.model_status()
-    samplers = ["ddim", "ddpm", "dpmpp2m"]
 
     def warn(message: str) -> None:
         gr.Warning(message)
@@ -719,7 +722,7 @@ def build_app(studio: Studio) -> Any:
                             elem_id="steps",
                         )
                         sampler = gr.Radio(
-                            samplers, value=DEFAULTS.sampler, label="Sampler", elem_id="sampler"
+                            list(SAMPLERS), value=DEFAULTS.sampler, label="Sampler", elem_id="sampler"
                         )
                     with gr.Row():
                         eta = gr.Slider(

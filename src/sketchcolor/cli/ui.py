@@ -145,8 +145,8 @@ def ui_cli(
             "--host (127.0.0.1: this computer; 0.0.0.0: your local network)",
             param_hint="'--share'",
         )
-    import_gradio()  # one line naming the extra when it is missing, before anything else
     port = free_port(host, port)
+    import_gradio()  # one line naming the extra when it is missing, before the model is read
     with tempfile.TemporaryDirectory(prefix="sketchcolor-ui-") as workdir:
         studio = Studio(colorize_files, workdir, model=model, device=str(device), max_pixels=max_pixels)
         status = studio.model_status()  # loads the model once (the library's cache)
