@@ -766,37 +766,37 @@ def build_app(studio: Studio) -> Any:
                 warn(s.message)
             return s.message, gr.update(visible=s.takes_reference)
 
+        sketch_outputs = [
+            sketch_state, sketch_file, canvas, outcome_state, status_md, result, points_view, gallery, downloads,
+            command_md,
+        ]  # fmt: skip
+
         def on_sketch(path: str | None) -> tuple[Any, ...]:
             upload, message = studio.open_sketch(path)
-            if upload is None:
-                if path is not None:
-                    warn(message)
-                editor: Any = {"background": None, "layers": [], "composite": None}
-                return None, editor, None, message, None, None, [], None, ""
-            editor = {"background": sketch_rgb(upload), "layers": [], "composite": None}
-            return upload, editor, None, message, None, None, [], None, ""
+            background = None
+            if upload is not None:
+                background = sketch_rgb(upload)
+            elif path is not None:
+                warn(message)
+            # A refused file is taken out of the drop zone, so that another can be dropped.
+            keep = gr.update() if upload is not None else None
+            editor = {"background": background, "layers": [], "composite": None}
+            return upload, keep, editor, None, message, None, None, [], None, ""
 
-        sketch_file.upload(
-            on_sketch, sketch_file,
-            [sketch_state, canvas, outcome_state, status_md, result, points_view, gallery, downloads, command_md],
-        )  # fmt: skip
-        sketch_file.clear(
-            lambda: on_sketch(None), None,
-            [sketch_state, canvas, outcome_state, status_md, result, points_view, gallery, downloads, command_md],
-        )  # fmt: skip
+        sketch_file.upload(on_sketch, sketch_file, sketch_outputs)
+        sketch_file.clear(lambda: on_sketch(None), None, sketch_outputs)
 
-        def on_reference(path: str | None) -> tuple[Any, Any, str]:
+        def on_reference(path: str | None) -> tuple[Any, ...]:
             upload, message = studio.open_reference(path)
             if upload is None:
                 if path is not None:
                     warn(message)
-                return None, None, message
-            return upload, Image.open(io.BytesIO(upload.data)).convert("RGB"), message
+                return None, None, None, message
+            return upload, gr.update(), np.asarray(to_rgb_on_white(upload.decode())), message
 
-        reference_file.upload(on_reference, reference_file, [reference_state, reference_preview, status_md])
-        reference_file.clear(
-            lambda: on_reference(None), None, [reference_state, reference_preview, status_md]
-        )
+        reference_outputs = [reference_state, reference_file, reference_preview, status_md]
+        reference_file.upload(on_reference, reference_file, reference_outputs)
+        reference_file.clear(lambda: on_reference(None), None, reference_outputs)
 
         def editor_layers(editor: Mapping[str, Any] | None) -> list[Any]:
             return list((editor or {}).get("layers") or [])

@@ -20,6 +20,7 @@ import logging
 import socket
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -146,6 +147,8 @@ def ui_cli(
             param_hint="'--share'",
         )
     port = free_port(host, port)
+    # Deprecation notes from Gradio's own use of its dependencies are not the user's business.
+    warnings.filterwarnings("ignore", module="gradio")
     import_gradio()  # one line naming the extra when it is missing, before the model is read
     with tempfile.TemporaryDirectory(prefix="sketchcolor-ui-") as workdir:
         studio = Studio(colorize_files, workdir, model=model, device=str(device), max_pixels=max_pixels)
