@@ -126,7 +126,7 @@ def ui_cli(
         ),
     ] = False,
 ) -> None:
-    """Serve a local web page to colour sketches by hand: paint hints, colourise, pick, download.
+    """Serve a local web page to colour sketches by hand (hints, variations, downloads).
 
     One model is loaded once for the server and requests are queued (one at a time). Pictures are
     those of `sketchcolor colorize` with the downloaded hints file and the shown seed, pixel for
