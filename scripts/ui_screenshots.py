@@ -18,7 +18,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from PIL import Image
@@ -105,7 +104,10 @@ def main() -> int:
                 page.set_input_files("#sketch-file input[type=file]", str(bad))
                 page.wait_for_function("document.querySelector('#status').innerText.includes('Refused')")
                 page.wait_for_timeout(500)
-                save_small(page.screenshot(clip={"x": 0, "y": 0, "width": 1280, "height": 330}), args.out / "ui-refused.png")
+                save_small(
+                    page.screenshot(clip={"x": 0, "y": 0, "width": 1280, "height": 330}),
+                    args.out / "ui-refused.png",
+                )
                 page.wait_for_selector("#sketch-file input[type=file]", state="attached")
                 page.set_input_files("#sketch-file input[type=file]", str(fox))
                 page.wait_for_function("document.querySelector('#status').innerText.includes('512x512')")
@@ -136,7 +138,9 @@ def main() -> int:
                 save_small(page.screenshot(full_page=True), args.out / "ui-page.png")
                 # Layers: flats and hints, no lines; the second variation picked.
                 page.locator("#variations img").nth(1).click()
-                page.wait_for_function("document.querySelector('#status').innerText.includes('Picked seed 1')")
+                page.wait_for_function(
+                    "document.querySelector('#status').innerText.includes('Picked seed 1')"
+                )
                 page.locator("#layers").get_by_label("Lines").uncheck()
                 page.locator("#layers").get_by_label("Hints").check()
                 page.wait_for_timeout(1500)
@@ -166,5 +170,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    time.sleep(0)
     sys.exit(main())

@@ -780,7 +780,7 @@ def build_app(studio: Studio) -> Any:
                 warn(message)
             # A refused file is taken out of the drop zone, so that another can be dropped.
             keep = gr.update() if upload is not None else None
-            editor = {"background": background, "layers": [], "composite": None}
+            editor: dict[str, Any] = {"background": background, "layers": [], "composite": None}
             return upload, keep, editor, None, message, None, None, [], None, ""
 
         sketch_file.upload(on_sketch, sketch_file, sketch_outputs)
