@@ -184,7 +184,7 @@ def test_request_command_spells_out_every_setting(tmp_path):
     assert shlex.split(req.command()) == [
         "sketchcolor", "colorize", "a b.png", "--hints", "a.hints.png", "--seed", "7", "--steps", "3",
         "--sampler", "ddim", "--eta", "0.0", "--guidance", "2.0", "--no-pin-hints", "--flat",
-        "--no-hint-regions", "--model", "m.safetensors", "--save-flats", "-o", "a.colored.png",
+        "--no-hint-regions", "--model", str(Path("m.safetensors").resolve()), "--save-flats", "-o", "a.colored.png",
     ]  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import os
 import re
 import shlex
 import shutil
@@ -36,7 +37,7 @@ from PIL import Image
 
 from .config import SEED_LIMIT, SampleConfig, SamplerName, check_seed
 from .errors import HintError, SketchcolorError
-from .io import IMAGE_SUFFIXES, MAX_PIXELS, decode_image, read_input_bytes, to_rgb_on_white
+from .io import IMAGE_SUFFIXES, MAX_PIXELS, decode_image, open_image, read_input_bytes, to_rgb_on_white
 from .pipeline import build_hints, hints_from_image, load_model
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ class Request:
         if not self.hint_regions:
             args.append("--no-hint-regions")
         if self.model is not None:
-            args += ["--model", self.model]
+            args += ["--model", str(Path(self.model).resolve())]
         args += ["--save-flats", "-o", self.output.name]
         return shlex.join(args)
 
@@ -317,7 +318,7 @@ def paint_points(rgba: np.ndarray, points: Sequence[str]) -> np.ndarray:
 def has_hints(rgba: np.ndarray) -> bool:
     """Whether an RGBA layer holds any hint by the rule the CLI reads hints files with."""
     h, w = rgba.shape[:2]
-    return not hints_from_image(Image.fromarray(rgba, "RGBA"), (h, w)).is_empty
+    return not hints_from_image(Image.fromarray(rgba), (h, w)).is_empty
 
 
 def colours_in_use(rgba: np.ndarray | None, limit: int = 8) -> list[str]:
@@ -368,9 +369,9 @@ def add_point(points: str | None, x: float, y: float, colour: str) -> str:
     return "\n".join(lines)
 
 
-def read_png(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+def read_rgb(path: Path) -> np.ndarray:
+    """A picture file as RGB uint8 (H, W, 3) (read by :mod:`sketchcolor.io`)."""
+    return np.asarray(open_image(path).convert("RGB"), dtype=np.uint8)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -480,13 +481,17 @@ class Studio:
         except Exception as exc:  # noqa: BLE001
             return Outcome([], None, None, f"Hints: {describe(exc)}", [])
         palette = colours_in_use(rgba)
+        folder = None
         try:
             folder = self._new_folder()
             return self._run(folder, sketch, rgba, reference, settings, palette)
         except Exception as exc:  # noqa: BLE001 - a failed request must leave the server serving
             if not isinstance(exc, SketchcolorError):
                 log.exception("unexpected error while colourising %s", sketch.name)
-            return Outcome([], None, None, f"Could not colourise: {describe(exc)}", palette)
+            message = describe(exc)
+            if folder is not None:  # the request folder's files are named by their own names only
+                message = message.replace(f"{folder}{os.sep}", "")
+            return Outcome([], None, None, f"Could not colourise: {message}", palette)
 
     def _run(
         self,
@@ -499,13 +504,16 @@ class Studio:
     ) -> Outcome:
         from .io import encode_image
 
-        stem = Path(safe_name(sketch.name, "sketch.png")).stem or "sketch"
-        sketch_path = folder / safe_name(sketch.name, "sketch.png")
+        name = safe_name(sketch.name, "sketch.png")
+        if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+            name += ".png"
+        stem = Path(name).stem
+        sketch_path = folder / name
         sketch_path.write_bytes(sketch.data)
         hints_path = None
         if has_hints(rgba):
             hints_path = folder / f"{stem}.hints.png"
-            hints_path.write_bytes(encode_image(Image.fromarray(rgba, "RGBA"), "PNG"))
+            hints_path.write_bytes(encode_image(Image.fromarray(rgba), "PNG"))
         n = settings.variations
         outputs = [
             folder / (f"{stem}.colored.png" if n == 1 else f"{stem}.colored-{i + 1}.png") for i in range(n)
@@ -527,12 +535,7 @@ class Studio:
                 seed=(settings.seed + i) % SEED_LIMIT, flat=settings.flat, hint_regions=settings.hint_regions,
                 model=self.model, device=self.device,
             )  # fmt: skip
-            try:
-                record = self.colorize_files(request)
-            except SketchcolorError as exc:
-                # Messages name the request folder's files by their own names only.
-                exc.message = exc.message.replace(f"{folder}/", "")
-                raise
+            record = self.colorize_files(request)
             variations.append(Variation(request.seed, output, request.flats, dict(record), request.command()))
         seconds = time.perf_counter() - start
         bundle = folder / f"{stem}.sketchcolor.zip"
@@ -553,10 +556,9 @@ class Studio:
             return str(variation.image)  # the very file the CLI's routine wrote
         hints_rgba = None
         if hints is not None and "Hints" in show:
-            with Image.open(hints) as img:
-                hints_rgba = np.asarray(img.convert("RGBA"), dtype=np.uint8)
+            hints_rgba = np.asarray(open_image(hints).convert("RGBA"), dtype=np.uint8)
         return layer_view(
-            sketch_rgb(sketch), read_png(variation.image), read_png(variation.flats), hints_rgba, show
+            sketch_rgb(sketch), read_rgb(variation.image), read_rgb(variation.flats), hints_rgba, show
         )
 
     def points_view(
