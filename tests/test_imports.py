@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "sketchcolor"
 #: Each module may import only modules earlier in this list (docs/architecture.md).
 ORDER = [
     "errors", "config", "device", "io", "color", "conditioning", "schedules", "models", "denoiser",
-    "samplers", "checkpoint", "metrics", "compose", "pipeline", "data", "training", "evaluation", "cli",
+    "samplers", "checkpoint", "metrics", "compose", "pipeline", "data", "training", "evaluation", "ui", "cli",
 ]  # fmt: skip
 #: Extra prohibitions on top of the order.
 FORBIDDEN = {"samplers": {"models", "denoiser", "checkpoint"}, "models": {"schedules"}}

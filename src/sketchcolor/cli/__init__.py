@@ -33,6 +33,7 @@ from . import batch as _batch  # noqa: F401  (registers the command)
 from . import colorize as _colorize  # noqa: F401  (registers the command)
 from . import eval as _eval  # noqa: F401  (registers the command)
 from . import train as _train  # noqa: F401  (registers the command)
+from . import ui as _ui  # noqa: F401  (registers the command)
 from .app import app, current_subject, set_command_line, stderr, stdout, working_on
 
 __all__ = ["app", "main"]
