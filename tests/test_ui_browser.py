@@ -94,7 +94,7 @@ def browser(server: str) -> Iterator[Any]:
 def page(browser: Any, server: str) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1000, "height": 900})
     page = context.new_page()
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(90_000)  # generous: CI machines may be busy
     page.goto(server)
     page.wait_for_selector("#sketch-file input[type=file]", state="attached")
     try:
@@ -115,7 +115,7 @@ def status(page: Any) -> str:
     return str(page.inner_text("#status"))
 
 
-def wait_status(page: Any, text: str, timeout_ms: int = 60_000) -> str:
+def wait_status(page: Any, text: str, timeout_ms: int = 180_000) -> str:
     page.wait_for_function(
         "t => document.querySelector('#status').innerText.includes(t)", arg=text, timeout=timeout_ms
     )
