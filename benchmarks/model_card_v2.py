@@ -213,7 +213,7 @@ def to_u8(rgb: torch.Tensor) -> torch.Tensor:
 
 def u8_to_tensor(picture: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, H, W) float in [0, 1] (as ``io.image_to_tensor``)."""
-    return torch.from_numpy(np.ascontiguousarray(picture)).permute(2, 0, 1)[None].float() / 255.0
+    return torch.from_numpy(np.array(picture, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0
 
 
 def tensor_to_u8(rgb: torch.Tensor) -> np.ndarray:
