@@ -52,9 +52,11 @@ docs/model-card-v2-method.md; in short:
 "seconds": ..., "settings": {...}}}}`` and is rewritten atomically after each cell. A cell is
 reused only when its ``settings`` (model digest, sampler settings, seed, the items and their file
 contents, hint resolution, this script's ``CELL_VERSION``) equal the current run's; otherwise it is
-computed again. Tables and target checks use only cells of the current settings (others are
-reported as stale). Cells computed by one sampling pass share its time: the first cell that needs
-a run is charged for it.
+computed again (and replaced). Tables and target checks show only the cells of the current run's
+subsets, stroke counts and methods, all of the current settings. A run (one sampling pass) that
+serves several cells is charged to the first of them; a cell equal to another by construction
+(``reference/S/none`` is ``hints/S/0/v2``, ``reference/S/strokes4`` is ``hints/S/4/v2``) is copied
+from it with ``same_as`` and 0 seconds.
 
 **Honesty.** Every method gets the same items and the same hints; an item that cannot be loaded,
 sampled or scored is a failure of that cell (counted, listed), never dropped; a skipped method
@@ -224,9 +226,13 @@ def tensor_to_u8(rgb: torch.Tensor) -> np.ndarray:
 def item_hints(item: Item, strokes: int, seed: int, resolution: int) -> HintLayer:
     """The item's synthetic hints, exactly as ``sketchcolor eval --hints-sweep`` draws them."""
     return synthetic_hints(
-        item.truth, item.sketch, HINTS, derive_seed(seed, f"hints/{item.name}"),
-        resolution=resolution, num_strokes=strokes,
-    )  # fmt: skip
+        item.truth,
+        item.sketch,
+        HINTS,
+        derive_seed(seed, f"hints/{item.name}"),
+        resolution=resolution,
+        num_strokes=strokes,
+    )
 
 
 def off_lines(layer: HintLayer, sketch_rgb: torch.Tensor) -> HintLayer:
@@ -532,7 +538,7 @@ def hint_targets(cell: CellGetter, subsets: Iterable[str], strokes: Iterable[int
                     _value(row["v2"], "ciede2000"),
                     {name: _value(row[m], "ciede2000") for name, m in others.items()},
                     "lower",
-                )  # fmt: skip
+                )
             )
             psnr_others = {n: m for n, m in others.items() if not (subset == "openmoji" and m == "v1")}
             rule = "PSNR: v2 above " + (
@@ -547,7 +553,7 @@ def hint_targets(cell: CellGetter, subsets: Iterable[str], strokes: Iterable[int
                     _value(row["v2"], "psnr"),
                     {name: _value(row[m], "psnr") for name, m in psnr_others.items()},
                     "higher",
-                )  # fmt: skip
+                )
             )
             hint_error = _value(row["v2_network"], "hint_ciede2000")
             checks.append(
@@ -557,7 +563,7 @@ def hint_targets(cell: CellGetter, subsets: Iterable[str], strokes: Iterable[int
                     k,
                     None if hint_error is None else hint_error <= NETWORK_HINT_DELTA_E,
                     f"{_fmt(hint_error)}",
-                )  # fmt: skip
+                )
             )
         if subset == "openmoji":
             for k in strokes:
@@ -572,7 +578,7 @@ def hint_targets(cell: CellGetter, subsets: Iterable[str], strokes: Iterable[int
                         k,
                         passed,
                         f"v2 {_fmt(v2)} vs v1 {_fmt(v1)}{gap}",
-                    )  # fmt: skip
+                    )
                 )
         if 0 in strokes:
             v2_cell, v1_cell = cell(f"hints/{subset}/0/v2"), cell(f"hints/{subset}/0/v1")
@@ -584,7 +590,7 @@ def hint_targets(cell: CellGetter, subsets: Iterable[str], strokes: Iterable[int
                     0,
                     None if ratio is None else ratio >= COLOURFULNESS_RATIO_MIN,
                     f"ratio {_fmt(ratio, 'ratio')} (v1 {_fmt(_value(v1_cell, 'colourfulness_ratio'), 'ratio')})",
-                )  # fmt: skip
+                )
             )
             mine, theirs = _value(v2_cell, "ciede2000"), _value(v1_cell, "ciede2000")
             checks.append(
@@ -594,7 +600,7 @@ def hint_targets(cell: CellGetter, subsets: Iterable[str], strokes: Iterable[int
                     0,
                     None if mine is None or theirs is None else mine <= theirs,
                     f"v2 {_fmt(mine)} vs v1 {_fmt(theirs)}",
-                )  # fmt: skip
+                )
             )
     return checks
 
@@ -618,7 +624,7 @@ def reference_targets(cell: CellGetter, subsets: Iterable[str]) -> list[Check]:
                 0,
                 None if warped is None or none is None else warped <= (1 - REFERENCE_GAIN) * none,
                 f"{_fmt(warped)} vs {_fmt(none)}{gain}",
-            )  # fmt: skip
+            )
         )
         match = get["histogram_match"]
         checks.append(
@@ -628,7 +634,7 @@ def reference_targets(cell: CellGetter, subsets: Iterable[str]) -> list[Check]:
                 0,
                 None if warped is None or match is None else warped < match,
                 f"{_fmt(warped)} vs {_fmt(match)}",
-            )  # fmt: skip
+            )
         )
         both, alone = get["self_warped+strokes4"], get["strokes4"]
         checks.append(
@@ -638,7 +644,7 @@ def reference_targets(cell: CellGetter, subsets: Iterable[str]) -> list[Check]:
                 REFERENCE_STROKES,
                 None if both is None or alone is None else both < alone,
                 f"{_fmt(both)} vs {_fmt(alone)}",
-            )  # fmt: skip
+            )
         )
     return checks
 
@@ -671,7 +677,7 @@ def hints_table(cell: CellGetter, subset: str, strokes: Iterable[int]) -> str:
     lines = [
         "| strokes | method | PSNR (dB) ↑ | SSIM ↑ | CIEDE2000 ↓ | ΔE at hints ↓ | colourfulness | truth's | ratio | scored | failed | s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]  # fmt: skip
+    ]
     for k in strokes:
         for method in HINT_METHODS:
             c = cell(f"hints/{subset}/{k}/{method}")
@@ -683,6 +689,26 @@ def hints_table(cell: CellGetter, subset: str, strokes: Iterable[int]) -> str:
                 f"{_num(c, 'colourfulness_truth', 1)} | {_num(c, 'colourfulness_ratio', 3)} | {c.get('n')} | "
                 f"{c.get('n_failed')} | {c.get('seconds', 0):.0f} |"
             )
+    return "\n".join(lines)
+
+
+METRIC_NAMES = {"ciede2000": "CIEDE2000 ↓", "psnr": "PSNR (dB) ↑"}
+
+
+def overview_table(cell: CellGetter, subsets: Sequence[str], strokes: Iterable[int], metric: str) -> str:
+    """One metric of every hint cell: a row per subset and stroke count, a column per method."""
+    lines = [
+        "| subset | strokes | " + " | ".join(METHOD_NAMES[m] for m in HINT_METHODS) + " |",
+        "| --- | --- |" + " --- |" * len(HINT_METHODS),
+    ]
+    digits = 2
+    for subset in subsets:
+        for k in strokes:
+            values = []
+            for m in HINT_METHODS:
+                c = cell(f"hints/{subset}/{k}/{m}")
+                values.append("" if c is None else _num(c, metric, digits))
+            lines.append(f"| {subset} | {k} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 
 
@@ -793,6 +819,7 @@ class Subset:
     items: list[Item]
     digest: str
     runs: dict[tuple[Any, ...], list[Any]] = dataclasses.field(default_factory=dict)
+    hints: dict[int, list[HintLayer | str | None]] = dataclasses.field(default_factory=dict)
 
 
 class Runner:
@@ -849,6 +876,7 @@ class Runner:
         return subset.runs[key]
 
     def _hints(self, items: Sequence[Item], strokes: int) -> list[HintLayer | str | None]:
+        """Each item's hints (None: no strokes or an unusable item; a text: why they failed)."""
         out: list[HintLayer | str | None] = []
         for item in items:
             if item.error is not None or strokes == 0:
@@ -860,6 +888,13 @@ class Runner:
                 out.append(f"hints: {error_text(exc)}")
         return out
 
+    def subset_hints(self, subset: Subset, strokes: int) -> list[HintLayer | str | None]:
+        """The hints of every item of a subset, kept for one stroke count at a time (memory)."""
+        if strokes not in subset.hints:
+            subset.hints.clear()
+            subset.hints[strokes] = self._hints(subset.items, strokes)
+        return subset.hints[strokes]
+
     def _compute_run(self, subset: Subset, key: tuple[Any, ...]) -> list[Any]:
         kind = key[0]
         items = subset.items
@@ -870,9 +905,12 @@ class Runner:
         for start in range(0, total, batch):
             chunk = items[start : start + batch]
             if kind in ("v2", "v1"):
-                out += self._model_chunk(kind, chunk, key)
+                hints = self.subset_hints(subset, key[1])[start : start + batch]
+                out += self._model_chunk(kind, chunk, hints, key)
             elif kind in ("region_fill", "gmic"):
-                out += self._baseline_chunk(kind, chunk, key[1])
+                out += self._baseline_chunk(
+                    kind, chunk, self.subset_hints(subset, key[1])[start : start + batch]
+                )
             elif kind == "sketch":
                 out += [item.error or tensor_to_u8(item.sketch) for item in chunk]
             elif kind == "histogram_match":
@@ -889,9 +927,10 @@ class Runner:
                 )
         return out
 
-    def _model_chunk(self, which: str, chunk: Sequence[Item], key: tuple[Any, ...]) -> list[Any]:
+    def _model_chunk(
+        self, which: str, chunk: Sequence[Item], hints: Sequence[HintLayer | str | None], key: tuple[Any, ...]
+    ) -> list[Any]:
         _, strokes, reference = key
-        hints = self._hints(chunk, strokes)
         ready, refs, results = [], [], [None] * len(chunk)
         for i, (item, layer) in enumerate(zip(chunk, hints, strict=True)):
             if item.error is not None:
@@ -921,9 +960,11 @@ class Runner:
                 results[i] = output
         return results
 
-    def _baseline_chunk(self, kind: str, chunk: Sequence[Item], strokes: int) -> list[Any]:
+    def _baseline_chunk(
+        self, kind: str, chunk: Sequence[Item], hints: Sequence[HintLayer | str | None]
+    ) -> list[Any]:
         out: list[Any] = []
-        for item, layer in zip(chunk, self._hints(chunk, strokes), strict=True):
+        for item, layer in zip(chunk, hints, strict=True):
             if item.error is not None or isinstance(layer, str) or layer is None:
                 out.append(item.error or layer or "no hints")
                 continue
@@ -956,8 +997,16 @@ class Runner:
 
     # -- cells ------------------------------------------------------------------------------
 
-    def cell(self, subset: Subset, key: str, methods: Sequence[str], run_key: tuple[Any, ...], part: str | None,
-             strokes: int, same_as: str | None = None) -> dict[str, Any] | None:  # fmt: skip
+    def cell(
+        self,
+        subset: Subset,
+        key: str,
+        methods: Sequence[str],
+        run_key: tuple[Any, ...],
+        part: str | None,
+        strokes: int,
+        same_as: str | None = None,
+    ) -> dict[str, Any] | None:
         """A cell from the cache, or computed now (and written to the cache)."""
         settings = self.settings(subset, methods)
         cached = self.cache.get(key, settings)
@@ -966,7 +1015,8 @@ class Runner:
         if same_as is not None:
             twin = self.cache.get(same_as, settings)
             if twin is not None:
-                self.cache.put(key, {**twin, "same_as": same_as})
+                # Computed once, stored twice: the time is the twin's, not spent again.
+                self.cache.put(key, {**twin, "same_as": same_as, "seconds": 0.0, "seconds_per_item": 0.0})
                 return self.cache.cells[key]
         started = time.perf_counter()
         outputs = self.run(subset, run_key)
@@ -974,7 +1024,7 @@ class Runner:
             outputs = [o[part] if isinstance(o, dict) else o for o in outputs]
         layers = None
         if strokes > 0:
-            layers = [h if isinstance(h, HintLayer) else None for h in self._hints(subset.items, strokes)]
+            layers = [h if isinstance(h, HintLayer) else None for h in self.subset_hints(subset, strokes)]
         cell = score_outputs(subset.items, outputs, layers)
         cell["seconds"] = round(time.perf_counter() - started, 2)
         cell["seconds_per_item"] = round(cell["seconds"] / max(1, len(subset.items)), 4)
@@ -984,10 +1034,6 @@ class Runner:
         failed = f", {cell['n_failed']} failed" if cell["n_failed"] else ""
         print(f"{key}: {cell['n']} scored{failed}, {cell['seconds']:.1f} s", file=sys.stderr, flush=True)
         return cell
-
-    def current(self, key: str, subset: Subset, methods: Sequence[str]) -> dict[str, Any] | None:
-        """A cached cell of the current settings (None: missing or stale)."""
-        return self.cache.get(key, self.settings(subset, methods))
 
 
 def hint_cells(
@@ -1128,12 +1174,18 @@ def make_figures(
             result.append(output if isinstance(output, np.ndarray) else blank_like(item.sketch_u8))
         return result
 
-    layers = runner._hints(chosen, strokes)
+    layers = runner.subset_hints(mini, strokes)
     columns: list[tuple[str, list[np.ndarray]]] = [
         ("sketch", [tensor_to_u8(item.sketch) for item in chosen]),
-        (f"hints ({strokes} strokes)", [hints_view(i, h if isinstance(h, HintLayer) else None) for i, h in zip(chosen, layers, strict=True)]),
+        (
+            f"hints ({strokes} strokes)",
+            [
+                hints_view(i, h if isinstance(h, HintLayer) else None)
+                for i, h in zip(chosen, layers, strict=True)
+            ],
+        ),
         ("v2", pictures(("v2", strokes, "none"))),
-    ]  # fmt: skip
+    ]
     if "v1" not in skip:
         columns.append(("v1", pictures(("v1", strokes, "none"))))
     if "region_fill" not in skip:
@@ -1244,17 +1296,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     strokes = [int(s) for s in args.strokes.split(",") if s.strip()]
     skip = set(parse_list(args.skip, [*HINT_METHODS, *REFERENCE_CASES], "method or case"))
-    parts = set(parse_list(args.only, ("hints", "reference", "figures"), "part") if args.only else
-                ["hints", "reference", *(["figures"] if args.figures else [])])  # fmt: skip
+    parts = set(
+        parse_list(args.only, ("hints", "reference", "figures"), "part")
+        if args.only
+        else ["hints", "reference", *(["figures"] if args.figures else [])]
+    )
     if "figures" in parts and args.figures is None:
         raise SystemExit("--only figures needs --figures DIR")
     defaults = SampleConfig()
     v2_config = SampleConfig(
-        sampler=args.sampler or defaults.sampler, steps=args.steps or defaults.steps,
+        sampler=args.sampler or defaults.sampler,
+        steps=args.steps or defaults.steps,
         eta=defaults.eta if args.eta is None else args.eta,
         guidance=defaults.guidance if args.guidance is None else args.guidance,
         reference_scale=defaults.reference_scale if args.reference_scale is None else args.reference_scale,
-    )  # fmt: skip
+    )
     v1_config = SampleConfig(
         sampler=args.v1_sampler or defaults.sampler, steps=args.v1_steps or defaults.steps
     )
@@ -1273,20 +1329,17 @@ def main(argv: list[str] | None = None) -> int:
         parts.discard("reference")
 
     started = time.perf_counter()
-    text: list[str] = []
-    all_checks: list[Check] = []
-    stale: list[str] = []
+    current: dict[str, dict[str, Any]] = {}  # cells of the current settings, for tables and checks
+    sizes: dict[str, int] = {}
     hint_list = hint_cells(strokes, skip)
     ref_list = reference_cells(skip)
     for name in subsets:
         items, digest = load_items(args.data / name, args.limit)
         subset = Subset(name, items, digest)
+        sizes[name] = len(items)
         n_bad = sum(1 for item in items if item.error is not None)
-        print(
-            f"{name}: {len(items)} items" + (f" ({n_bad} unusable)" if n_bad else ""),
-            file=sys.stderr,
-            flush=True,
-        )
+        unusable = f" ({n_bad} unusable)" if n_bad else ""
+        print(f"{name}: {len(items)} items{unusable}", file=sys.stderr, flush=True)
         plan: list[tuple[str, list[str], tuple[Any, ...], str | None, int, str | None]] = []
         if "hints" in parts:
             plan += [(f"hints/{name}/{k}/{m}", ms, run, part, k, None) for m, ms, run, part, k in hint_list]
@@ -1300,37 +1353,56 @@ def main(argv: list[str] | None = None) -> int:
             {run} | ({("v2", 0, "none")} if run == ("histogram_match",) else set()) for _, _, run, *_ in plan
         ]
         for index, (key, methods, run, part, k, twin) in enumerate(plan):
-            runner.cell(subset, key, methods, run, part, k, same_as=twin)
-            remaining = set().union(*needs[index + 1 :]) if index + 1 < len(needs) else set()
+            current[key] = runner.cell(subset, key, methods, run, part, k, same_as=twin)
+            remaining: set[tuple[Any, ...]] = set().union(*needs[index + 1 :])
             for done in [r for r in subset.runs if r not in remaining]:
                 del subset.runs[done]
-
-        methods_of = {key: methods for key, methods, *_ in plan}
-
-        def getter(key: str, subset: Subset = subset, methods_of: dict[str, list[str]] = methods_of) -> Any:
-            return runner.current(key, subset, methods_of[key]) if key in methods_of else None
-
-        stale += [key for key in methods_of if key in cache.cells and getter(key) is None]
-        if "hints" in parts:
-            text += [f"## Hint rows: {name} ({len(items)} items)", "", hints_table(getter, name, strokes), ""]
-            all_checks += hint_targets(getter, [name], strokes)
-        if "reference" in parts:
-            text += [f"## Reference rows: {name} ({len(items)} items)", "", reference_table(getter, name), ""]
-            all_checks += reference_targets(getter, [name])
         if "figures" in parts:
             for path in make_figures(
                 runner, subset, args.figures, args.figure_rows, args.figure_strokes, skip
             ):
                 print(f"wrote {path} ({path.stat().st_size // 1024} KB)", file=sys.stderr)
         subset.runs.clear()
+        subset.hints.clear()
 
-    if all_checks:
-        hint_checks = [c for c in all_checks if not c.rule.startswith(("self-warped", "reference +"))]
-        ref_checks = [c for c in all_checks if c not in hint_checks]
-        if hint_checks:
-            text += ["## Target check: hints (issue 12)", "", checks_table(hint_checks), ""]
-        if ref_checks:
-            text += ["## Target check: reference (issue 11)", "", checks_table(ref_checks), ""]
+    text: list[str] = []
+    if "hints" in parts:
+        for metric in ("ciede2000", "psnr"):
+            text += [
+                f"## Hint rows: {METRIC_NAMES[metric]} overview",
+                "",
+                overview_table(current.get, subsets, strokes, metric),
+                "",
+            ]
+        for name in subsets:
+            text += [
+                f"## Hint rows: {name} ({sizes[name]} items)",
+                "",
+                hints_table(current.get, name, strokes),
+                "",
+            ]
+        text += [
+            'At 0 strokes region fill and G\'MIC have nothing to spread and return the sketch (row "sketch").',
+            "",
+            "## Target check: hints (issue 12)",
+            "",
+            checks_table(hint_targets(current.get, subsets, strokes)),
+            "",
+        ]
+    if "reference" in parts:
+        for name in subsets:
+            text += [
+                f"## Reference rows: {name} ({sizes[name]} items)",
+                "",
+                reference_table(current.get, name),
+                "",
+            ]
+        text += [
+            "## Target check: reference (issue 11)",
+            "",
+            checks_table(reference_targets(current.get, subsets)),
+            "",
+        ]
     seconds = time.perf_counter() - started
     v2 = models.get("v2")
     header = [
@@ -1338,14 +1410,11 @@ def main(argv: list[str] | None = None) -> int:
         f"guidance {v2_config.guidance}, reference scale {v2_config.reference_scale}; "
         f"v1 {args.v1_model}, {v1_config.sampler} {v1_config.steps} steps; seed {args.seed}"
         + (f"; first {args.limit} items per subset" if args.limit else ""),
-        f"{runner.computed} cells computed in {seconds:.0f} s ({platform.machine()}, torch threads {torch.get_num_threads()})",
+        f"{runner.computed} cells computed in {seconds:.0f} s "
+        f"({platform.machine()}, torch threads {torch.get_num_threads()})",
         "",
     ]
-    for note in runner.notes:
-        header.append(f"note: {note}")
-    if stale:
-        header.append(f"note: {len(stale)} cells in {args.json} were made with other settings and are not shown: "
-                      + ", ".join(stale[:8]) + (" ..." if len(stale) > 8 else ""))  # fmt: skip
+    header += [f"note: {note}" for note in runner.notes]
     document = "\n".join(header + [""] + text)
     print(document)
     if args.markdown:
