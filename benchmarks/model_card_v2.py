@@ -1408,7 +1408,12 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         f"v2 model {args.model or 'bundled'} (digest {v2.digest}), {v2_config.sampler} {v2_config.steps} steps, "
         f"guidance {v2_config.guidance}, reference scale {v2_config.reference_scale}; "
-        f"v1 {args.v1_model}, {v1_config.sampler} {v1_config.steps} steps; seed {args.seed}"
+        + (
+            "v1 skipped"
+            if "v1" in skip
+            else f"v1 {args.v1_model}, {v1_config.sampler} {v1_config.steps} steps"
+        )
+        + f"; seed {args.seed}"
         + (f"; first {args.limit} items per subset" if args.limit else ""),
         f"{runner.computed} cells computed in {seconds:.0f} s "
         f"({platform.machine()}, torch threads {torch.get_num_threads()})",
