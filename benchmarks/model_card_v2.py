@@ -11,6 +11,14 @@ Usage — the full card, from the repository root, once the v2 model is trained:
 ``git show 52a61af:src/sketchcolor/weights/default.safetensors > data/models/v1.safetensors``.)
 An interrupted run resumes where it stopped: rerun the same command. Cells can be added later
 (``--subsets``, ``--strokes``, a method that was skipped) and only the missing ones are computed.
+Time: 11 sampling passes per item (v2 and v1 at 0, 2, 4, 8 strokes; v2 with the self-warped
+reference, with it and 4 strokes, with a palette) over 2,186 items, plus the baselines. Measured
+with ``--limit 16`` on the 2-core development machine while a training run held both cores
+(torch threads 1): 0.26-0.35 s per item and sampling pass for a v2-sized model, 0.32 s for v1,
+G'MIC 0.16 s, region fill 0.08 s, the network-alone and histogram cells 0.06 s each; about
+2.5 hours in all under that load, perhaps five times less on an idle machine (docs/performance.md
+measured 0.05 s per picture for v1 there).
+
 A quick check on the first 16 items of each subset::
 
     python benchmarks/model_card_v2.py --model runs/v2/last.safetensors --limit 16 \\
