@@ -155,6 +155,53 @@ def test_a_threshold_on_a_metric_not_computed_fails(capsys, offset_pair):
     assert "lpips was not computed" in err
 
 
+def test_colourfulness_per_item_and_the_ratio_of_means_in_the_rows(capsys, tmp_path):
+    # An output of about half the truth's chroma: red (255, 0, 0) against (255, 128, 128), which
+    # has opponent values rg = 127, yb = 63.5; a grey output of a grey truth adds 0 to both.
+    save_u8(tmp_path / "pred" / "a.png", np.tile(np.array([255, 128, 128]), (32, 32, 1)))
+    save_u8(tmp_path / "truth" / "a.png", np.tile(np.array([255, 0, 0]), (32, 32, 1)))
+    save_u8(tmp_path / "pred" / "g.png", np.full((32, 32, 3), 90))
+    save_u8(tmp_path / "truth" / "g.png", np.full((32, 32, 3), 128))
+    table = tmp_path / "rows.csv"
+    code, doc, out = run_json(
+        capsys, "eval", "--pred", tmp_path / "pred", "--truth", tmp_path / "truth", "--csv", table
+    )
+    assert code == 0
+    items = {item["name"]: item for item in doc["items"]}
+    red = 0.3 * math.hypot(255, 127.5)
+    pale = 0.3 * math.hypot(127, 63.5)
+    # (images are read as float32, hence the tolerance)
+    assert items["a"]["colourfulness_truth"] == pytest.approx(red, rel=1e-6)
+    assert items["a"]["colourfulness"] == pytest.approx(pale, rel=1e-6)
+    assert items["g"]["colourfulness"] == items["g"]["colourfulness_truth"] == 0.0
+    (row,) = doc["rows"]
+    assert row["colourfulness"] == pytest.approx(pale / 2)
+    assert row["colourfulness_truth"] == pytest.approx(red / 2)
+    assert row["colourfulness_ratio"] == pytest.approx(pale / red)  # mean over mean
+    # The older fields are all still there; in the CSV the new columns come after them.
+    for key in ("psnr", "ssim", "ciede2000", "n_scored", "n_failed"):
+        assert key in row
+    header = table.read_text().splitlines()[0].split(",")
+    assert header[-3:] == ["colourfulness", "colourfulness_truth", "colourfulness_ratio"]
+    # Thresholds take the new names.
+    pred, truth = tmp_path / "pred", tmp_path / "truth"
+    code, _, err = run(
+        capsys, "eval", "--pred", pred, "--truth", truth, "--fail-under", "colourfulness_ratio=0.7"
+    )
+    assert code == 1 and f"colourfulness_ratio = {pale / red:.4g} is under 0.7" in err
+    code, _, err = run(
+        capsys, "eval", "--pred", pred, "--truth", truth, "--fail-under", "colourfulness_ratio=0.4"
+    )
+    assert code == 0, err
+
+
+def test_colourfulness_ratio_is_nan_when_every_truth_is_grey():
+    item = ev.ItemResult("x", {"psnr": 20.0, "colourfulness": 5.0, "colourfulness_truth": 0.0})
+    means = ev.EvalReport((item,)).means()
+    assert means["colourfulness"] == 5.0 and math.isnan(means["colourfulness_ratio"])
+    assert "colourfulness_ratio" not in ev.EvalReport((ev.ItemResult("y", error="bad"),)).means()
+
+
 # --- Bad input: listed, counted, not dropped --------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from sketchcolor.metrics import (
     LpipsMetric,
     MetricUnavailableError,
     ciede2000,
+    colourfulness,
     default_alexnet_path,
     hint_error,
     mean_ciede2000,
@@ -306,6 +307,74 @@ def test_hint_error_validates_mask():
         hint_error(pred, pred, torch.full((1, 1, 4, 4), 0.5))
 
 
+# --- colourfulness (Hasler & Süsstrunk 2003) --------------------------------------------------
+
+
+def _colourfulness_numpy(rgb_255: np.ndarray) -> float:
+    """The paper's formula written out on an (H, W, 3) array on the 8-bit scale, population statistics."""
+    r, g, b = (rgb_255[..., c].astype(np.float64) for c in range(3))
+    rg, yb = r - g, 0.5 * (r + g) - b
+    return math.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * math.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
+
+
+@pytest.mark.parametrize("level", [0.0, 0.25, 0.5, 1.0])
+def test_colourfulness_of_grey_is_zero(level):
+    grey = torch.full((1, 3, 8, 8), level, dtype=torch.float64)
+    ramp = torch.linspace(0, 1, 64, dtype=torch.float64).view(1, 1, 8, 8).expand(1, 3, 8, 8)
+    assert colourfulness(grey).tolist() == [0.0]
+    assert colourfulness(ramp).item() == pytest.approx(0.0, abs=1e-12)  # grey at many levels
+
+
+@pytest.mark.parametrize(
+    ("rgb", "rg", "yb"),
+    [
+        ((1, 0, 0), 255.0, 127.5),
+        ((0, 1, 0), -255.0, 127.5),
+        ((0, 0, 1), 0.0, -255.0),
+        ((1, 1, 0), 0.0, 255.0),
+    ],
+)
+def test_colourfulness_of_a_flat_colour_is_the_mean_term(rgb, rg, yb):
+    # No spread: M = 0.3 * sqrt(mu_rg^2 + mu_yb^2) on the 8-bit scale.
+    flat = torch.tensor(rgb, dtype=torch.float64).view(1, 3, 1, 1).expand(1, 3, 5, 7)
+    assert colourfulness(flat).item() == pytest.approx(0.3 * math.hypot(rg, yb), rel=1e-12)
+    if rgb == (1, 0, 0):
+        # 0.3 * sqrt(255^2 + 127.5^2) = 0.3 * 127.5 * sqrt(5) = 85.5296
+        assert colourfulness(flat).item() == pytest.approx(85.5296, abs=1e-4)
+
+
+def test_colourfulness_of_half_red_half_blue_by_hand():
+    # Red (255, 0, 0): rg = 255, yb = 127.5; blue (0, 0, 255): rg = 0, yb = -255. Half each:
+    # mu_rg = 127.5, mu_yb = -63.75; sigma_rg = 127.5, sigma_yb = (127.5 + 255) / 2 = 191.25.
+    # M = sqrt(127.5^2 + 191.25^2) + 0.3 * sqrt(127.5^2 + 63.75^2)
+    #   = 63.75 * sqrt(13) + 0.3 * 63.75 * sqrt(5) = 229.8539 + 42.7648 = 272.6187.
+    image = torch.zeros(1, 3, 4, 6, dtype=torch.float64)
+    image[0, 0, :, :3] = 1.0
+    image[0, 2, :, 3:] = 1.0
+    assert colourfulness(image).item() == pytest.approx(272.6187, abs=1e-4)
+
+
+def test_colourfulness_matches_the_formula_and_batch_equals_per_image():
+    batch = _rand_rgb(3, 9, 11, seed=31)
+    values = colourfulness(batch)
+    assert values.shape == (3,) and values.dtype == torch.float64
+    for i in range(3):
+        rgb_255 = batch[i].permute(1, 2, 0).numpy() * 255.0
+        assert values[i].item() == pytest.approx(_colourfulness_numpy(rgb_255), rel=1e-10)
+        assert colourfulness(batch[i : i + 1]).item() == pytest.approx(values[i].item(), rel=1e-12)
+    # float32 input gives the same value (the work is in float64), and more saturation scores higher.
+    assert colourfulness(batch.float())[0].item() == pytest.approx(values[0].item(), rel=1e-5)
+    pale = batch * 0.5 + 0.5 * batch.mean(dim=1, keepdim=True)
+    assert (colourfulness(pale) < values).all()
+
+
+def test_colourfulness_validates_its_input():
+    with pytest.raises(ValueError, match=r"rgb must have shape \(N, 3, H, W\)"):
+        colourfulness(torch.zeros(3, 4, 4))
+    with pytest.raises(ValueError, match=r"rgb must hold RGB values in \[0, 1\]"):
+        colourfulness(torch.full((1, 3, 4, 4), 255.0))
+
+
 # --- input validation shared by the RGB metrics -----------------------------------------------
 
 
@@ -335,14 +404,24 @@ def test_score_images_collects_every_metric_per_image():
     mask = torch.zeros(2, 1, 16, 16)
     mask[0, :, 3:5, 3:5] = 1
     scores = score_images(pred, target, hint_rgb=target, hint_mask=mask)
-    assert set(scores) == {"psnr", "ssim", "ciede2000", "hint_ciede2000"}
+    assert set(scores) == {
+        "psnr", "ssim", "ciede2000", "hint_ciede2000", "colourfulness", "colourfulness_truth"
+    }  # fmt: skip
     assert all(len(values) == 2 and all(isinstance(v, float) for v in values) for values in scores.values())
     assert scores["psnr"] == psnr(pred, target).tolist()
     assert scores["ssim"] == ssim(pred, target).tolist()
     assert scores["ciede2000"] == mean_ciede2000(pred, target).tolist()
     assert scores["hint_ciede2000"][0] == hint_error(pred, target, mask)[0].item()
     assert math.isnan(scores["hint_ciede2000"][1])
-    assert set(score_images(pred, target)) == {"psnr", "ssim", "ciede2000"}
+    assert scores["colourfulness"] == colourfulness(pred).tolist()
+    assert scores["colourfulness_truth"] == colourfulness(target).tolist()
+    assert set(score_images(pred, target)) == {
+        "psnr",
+        "ssim",
+        "ciede2000",
+        "colourfulness",
+        "colourfulness_truth",
+    }
 
 
 def test_score_images_wants_hint_rgb_and_mask_together():

@@ -83,15 +83,21 @@ __all__ = [
     "write_json",
 ]
 
-#: Every metric ``eval`` can report, and which direction is better.
-METRICS: dict[str, Literal["higher", "lower"]] = {
+#: Every metric ``eval`` can report, and which direction is better ("neither" for the
+#: colourfulness values, where the aim is the ground truth's: a ratio near 1).
+METRICS: dict[str, Literal["higher", "lower", "neither"]] = {
     "psnr": "higher",
     "ssim": "higher",
     "ciede2000": "lower",
     "hint_ciede2000": "lower",
     "lpips": "lower",
     "fid": "lower",
+    "colourfulness": "neither",
+    "colourfulness_truth": "neither",
+    "colourfulness_ratio": "neither",
 }
+#: Set-level metrics derived from the per-item means: name -> (numerator, denominator).
+RATIO_METRICS = {"colourfulness_ratio": ("colourfulness", "colourfulness_truth")}
 #: Files sketchcolor writes beside its outputs (``--save-flats``, ``--save-hints``); in a
 #: prediction folder they are not predictions and are skipped (and listed in the notes).
 SIDE_FILE_MARKERS = (".flats.", ".hints.")
@@ -479,19 +485,26 @@ class EvalReport:
     def metric_names(self) -> list[str]:
         """The metrics this report has, in :data:`METRICS` order."""
         present = {name for item in self.scored for name in item.metrics} | set(self.set_metrics)
+        present |= {name for name, parts in RATIO_METRICS.items() if set(parts) <= present}
         return [name for name in METRICS if name in present]
 
     def means(self) -> dict[str, float]:
         """Mean of each per-item metric over the scored items, plus the set metrics.
 
         ``hint_ciede2000`` averages over the items that have hinted pixels only (NaN if none has);
-        ``psnr`` is finite (items are capped at :data:`PSNR_CAP_DB`). Every mean is NaN when no
-        item was scored.
+        ``psnr`` is finite (items are capped at :data:`PSNR_CAP_DB`). ``colourfulness_ratio`` is
+        the mean colourfulness of the outputs over that of the ground truths (a ratio of means,
+        so pictures with little colour do not dominate it; NaN when every truth is grey). Every
+        mean is NaN when no item was scored.
         """
         means: dict[str, float] = {}
         for name in self.metric_names():
             if name in self.set_metrics:
                 means[name] = float(self.set_metrics[name])
+                continue
+            if name in RATIO_METRICS:
+                top, bottom = (means[part] for part in RATIO_METRICS[name])
+                means[name] = top / bottom if bottom > 0 else math.nan
                 continue
             values = [float(item.metrics[name]) for item in self.scored if name in item.metrics]
             if name == "hint_ciede2000":
@@ -1302,7 +1315,8 @@ def plot_metrics(
         raise SketchcolorError(
             f"cannot plot against {x}: not every result has one (plots need --model results)"
         )
-    metrics = [m for m in METRICS if any(_finite(row.get(m)) for row in rows)]
+    # The truths' colourfulness is a property of the test set, not of a model: not plotted.
+    metrics = [m for m in METRICS if m != "colourfulness_truth" and any(_finite(row.get(m)) for row in rows)]
     if not metrics:
         raise SketchcolorError("nothing to plot: no metric has a finite value")
     by = "strokes" if x == "step" else "model"
@@ -1320,7 +1334,10 @@ def plot_metrics(
             if points:
                 # One colour per series in every panel, even where a series has no values.
                 ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=f"C{colour}", label=label)
-        ax.set_title(f"{metric} ({METRICS[metric]} is better)")
+        better = METRICS[metric]
+        ax.set_title(
+            f"{metric} ({better} is better)" if better != "neither" else f"{metric} (aim: the truth's)"
+        )
         ax.set_xlabel("training step" if x == "step" else "hint strokes")
         ax.grid(alpha=0.3)
     for ax in axes[len(metrics) :]:

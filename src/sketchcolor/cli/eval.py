@@ -87,7 +87,9 @@ def _cell(value: Any, metric: str) -> str:
             return "n/a"
         if math.isinf(value):
             return "inf"
-        return f"{value:.4f}" if metric in ("ssim", "lpips") else f"{value:.2f}"
+        if metric in ("ssim", "lpips"):
+            return f"{value:.4f}"
+        return f"{value:.3f}" if metric.endswith("_ratio") else f"{value:.2f}"
     return str(value)
 
 
@@ -281,14 +283,16 @@ def eval_cli(
     """Score colourisations against ground truth, with thresholds for CI.
 
     Metrics: PSNR and SSIM on RGB, mean CIEDE2000, CIEDE2000 at hinted pixels, LPIPS (when its
-    weights are available) and FID (--fid). Mode A scores existing outputs (--pred, --truth). Mode B runs one or more models over a test
+    weights are available), FID (--fid), and the colourfulness (Hasler & Süsstrunk 2003) of the
+    outputs and the ground truths with the ratio of their means. Mode A scores existing outputs (--pred, --truth). Mode B runs one or more models over a test
     set (--data) with fixed seeds; missing hints are synthesised from the ground truth with a seed
     per item. Items that cannot be scored, and ground-truth pictures without a prediction (or
     sketch), are listed and counted as failed, never dropped silently. PSNR is capped at 60 dB per
     item, so means stay finite. Exit code 1 if any item failed or a --fail-under/--fail-over
     threshold is not met.
 
-    Metric names for thresholds: psnr, ssim, ciede2000, hint_ciede2000, lpips, fid.
+    Metric names for thresholds: psnr, ssim, ciede2000, hint_ciede2000, lpips, fid, colourfulness,
+    colourfulness_truth, colourfulness_ratio (e.g. --fail-under colourfulness_ratio=0.7).
 
     Examples:
 
