@@ -290,6 +290,12 @@ class SparseHints:
         ys, xs = mask[0, 0].nonzero(as_tuple=True)
         return SparseHints((int(mask.shape[-2]), int(mask.shape[-1])), ys, xs, rgb[0][:, ys, xs])
 
+    @staticmethod
+    def none(size: tuple[int, int]) -> SparseHints:
+        """No hints on a picture of ``size``."""
+        empty = torch.zeros(0, dtype=torch.int64)
+        return SparseHints(size, empty, empty, torch.zeros(3, 0))
+
     @property
     def is_empty(self) -> bool:
         return self.ys.numel() == 0
