@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 import sketchcolor.cli.batch as batch
+import sketchcolor.sharding as sharding
 from sketchcolor.cli import main
-from sketchcolor.cli.batch import shard_from_environment
 from sketchcolor.errors import SketchcolorError
+from sketchcolor.sharding import shard_from_environment
 
 from .conftest import draw_hints, draw_sketch
 
@@ -22,7 +23,7 @@ from .conftest import draw_hints, draw_sketch
 SCHEDULER_VARS = (
     "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN",
     "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_STEP", "SLURM_ARRAY_TASK_COUNT", "JOB_COMPLETION_INDEX",
-    batch.SHARD_COUNT_ENV,
+    sharding.SHARD_COUNT_ENV,
 )  # fmt: skip
 
 
@@ -72,7 +73,13 @@ def entries(folder: Path, name: str = "sketchcolor-manifest.json") -> list[dict]
 
 def same_run(entry: dict, out: Path) -> tuple:
     """What two runs into different folders must agree on for one entry."""
-    return entry["input"], Path(entry["output"]).relative_to(out), entry["seed"], entry["status"], entry["hints"]
+    return (
+        entry["input"],
+        Path(entry["output"]).relative_to(out),
+        entry["seed"],
+        entry["status"],
+        entry["hints"],
+    )
 
 
 # --- reading the environment ------------------------------------------------------------------
@@ -91,7 +98,7 @@ def same_run(entry: dict, out: Path) -> tuple:
           "SLURM_ARRAY_TASK_STEP": "3", "SLURM_ARRAY_TASK_COUNT": "4"}, None, (3, 4)),
         ({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "3"}, None, (3, 3)),
         ({"JOB_COMPLETION_INDEX": "0"}, 4, (1, 4)),
-        ({"JOB_COMPLETION_INDEX": "3", batch.SHARD_COUNT_ENV: "4"}, None, (4, 4)),
+        ({"JOB_COMPLETION_INDEX": "3", sharding.SHARD_COUNT_ENV: "4"}, None, (4, 4)),
         # An array of torchrun groups: array task-major, then rank.
         ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "2",
           "RANK": "1", "WORLD_SIZE": "2"}, None, (4, 6)),
@@ -131,7 +138,7 @@ def _environments(n: int, engine: str) -> list[dict[str, str]]:
              "SLURM_ARRAY_TASK_COUNT": str(n)}
             for t in range(n)
         ]  # fmt: skip
-    return [{"JOB_COMPLETION_INDEX": str(k), batch.SHARD_COUNT_ENV: str(n)} for k in range(n)]
+    return [{"JOB_COMPLETION_INDEX": str(k), sharding.SHARD_COUNT_ENV: str(n)} for k in range(n)]
 
 
 @pytest.mark.parametrize("engine", ["torchrun", "slurm", "kubernetes"])
