@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SketchcolorError
-from .io import write_bytes_atomic
 
 __all__ = ["SHARD_COUNT_ENV", "manifest_name", "merge_manifests", "shard_from_environment"]
 
@@ -210,6 +209,8 @@ def merge_manifests(output_dir: Path, *, require_complete: bool = True) -> tuple
         "shards": n,
     }
     merged = {"parameters": params, "entries": entries}
+    from .io import write_bytes_atomic  # io imports torch: not at import time (cold start)
+
     target = output_dir / manifest_name(1, 1)
     write_bytes_atomic(target, json.dumps(merged, indent=2, default=str).encode(), overwrite=True)
     return target, merged
