@@ -489,14 +489,14 @@ def test_batch_finishes_good_pages_when_one_fails_unexpectedly(capsys, ctx, monk
     for i, size in enumerate([(40, 30), (13, 30), (40, 30), (30, 40)]):
         draw_sketch(size).save(root / f"p{i}.png")
     (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnothing")
-    real = pipeline.colorize_batch
+    real = pipeline.sample_batch
 
     def fragile(sketches, *args, **kwargs):
         if any(s.shape[-1] == 13 for s in sketches):
             raise ValueError("zero-size array to reduction operation")
         return real(sketches, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "colorize_batch", fragile)
+    monkeypatch.setattr(pipeline, "sample_batch", fragile)
     out_dir = ctx.path("out")
     code, out, err = run(
         capsys, "batch", root, "-o", out_dir, "-m", ctx.model, "--steps", 1, "--format", "json"
@@ -516,16 +516,16 @@ def test_batch_manifest_is_written_when_interrupted(capsys, ctx, monkeypatch):
     import sketchcolor.cli.batch as batch
 
     root = _pages(ctx, "a.png", "b.png")
-    real = batch._run_chunk
+    real = batch._sample_chunk
     calls = []
 
     def interrupt(chunk, job, bundle):
         calls.append(chunk)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        real(chunk, job, bundle)
+        return real(chunk, job, bundle)
 
-    monkeypatch.setattr(batch, "_run_chunk", interrupt)
+    monkeypatch.setattr(batch, "_sample_chunk", interrupt)
     code, out, err = run(capsys, "batch", root, "-o", ctx.path("out"), "-m", ctx.model, "--steps", 1, "-b", 1)
     assert code == 130 and "interrupted" in err and "Traceback" not in err
     doc = json.loads(ctx.path("out/sketchcolor-manifest.json").read_text())

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from sketchcolor.color import lab_to_rgb, lightness
@@ -163,3 +164,116 @@ def test_banded_upscaling_equals_bilinear():
     ref = torch.nn.functional.interpolate(small, size=(1100, 37), mode="bilinear", align_corners=False)
     ref = (ref[0].permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
     assert np.abs(ours.astype(int) - ref.astype(int)).max() <= 1
+
+
+def _legacy_render_u8(rgb_small, size, regions=None, sketch_u8=None):
+    """The single-threaded torch renderer of sketchcolor 0.1 (the reference for the fast one)."""
+    from sketchcolor.compose import _bilinear_rows
+
+    h_out, w_out = size
+    cols = torch.nn.functional.interpolate(
+        rgb_small, size=(rgb_small.shape[-2], w_out), mode="bilinear", align_corners=False
+    )[0]
+    lo, hi, frac = _bilinear_rows(rgb_small.shape[-2], h_out)
+    out = np.empty((h_out, w_out, 3), dtype=np.uint8)
+    for top in range(0, h_out, 512):
+        rows = slice(top, min(top + 512, h_out))
+        f = frac[rows].view(1, -1, 1)
+        band = cols[:, lo[rows]] * (1 - f) + cols[:, hi[rows]] * f
+        if regions is not None:
+            grid_h, grid_w = regions.labels.shape
+            grid_rows = (torch.arange(h_out) * grid_h // h_out)[rows]
+            grid_cols = torch.arange(w_out) * grid_w // w_out
+            lab_band = regions.labels[grid_rows][:, grid_cols]
+            chosen = regions.snap[lab_band]
+            for c in range(3):
+                torch.where(chosen, regions.rgb[c][lab_band], band[c], out=band[c])
+            if regions.hint_rgb is not None:
+                use = regions.hint_use[grid_rows][:, grid_cols]
+                for c in range(3):
+                    torch.where(use, regions.hint_rgb[c][grid_rows][:, grid_cols], band[c], out=band[c])
+        band.clamp_(0.0, 1.0)
+        band.mul_(255.0 if sketch_u8 is None else sketch_u8[0, :, rows].float())
+        out[rows] = band.add_(0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    return out
+
+
+def _random_page(seed, size, small):
+    """A sketch of random outlines, random model colours and a few square hints."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    (h, w), (hs, ws) = size, small
+    img = Image.new("L", (w, h), 255)
+    draw = ImageDraw.Draw(img)
+    for _ in range(6):
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+        box = (x0, y0, x0 + int(rng.integers(3, w // 2 + 4)), y0 + int(rng.integers(3, h // 2 + 4)))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(
+            box, outline=int(rng.integers(0, 120)), width=2
+        )
+    sketch_l = torch.from_numpy(np.array(img)).float()[None, None] / 255
+    gen = torch.Generator().manual_seed(seed)
+    lab = torch.cat(
+        [40 + 60 * torch.rand(1, 1, hs, ws, generator=gen), 30 * torch.randn(1, 2, hs, ws, generator=gen)], 1
+    )
+    rgb, mask = torch.zeros(1, 3, h, w), torch.zeros(1, 1, h, w)
+    for _ in range(5):
+        y, x, r = int(rng.integers(0, h)), int(rng.integers(0, w)), int(rng.integers(0, 5))
+        rgb[0, :, y : y + r + 1, x : x + r + 1] = torch.tensor(rng.random(3), dtype=torch.float32).view(
+            3, 1, 1
+        )
+        mask[0, :, y : y + r + 1, x : x + r + 1] = 1
+    return lab, sketch_l, (rgb, mask)
+
+
+@pytest.mark.parametrize(
+    ("size", "small"),
+    [((64, 48), (32, 24)), ((300, 1300), (15, 64)), ((33, 31), (64, 60)), ((8, 300), (2, 64))],
+)
+def test_threaded_composition_is_pixel_identical(size, small):
+    lab, sketch_l, hints = _random_page(sum(size), size, small)
+    small_l = torch.nn.functional.interpolate(sketch_l, size=small, mode="area")
+    # A channels-last sketch (what the pipeline passes) and a contiguous one.
+    sketch_u8 = (sketch_l * 255).round().to(torch.uint8).expand(1, 3, *size)
+    channels_last = sketch_u8[0].permute(1, 2, 0).contiguous().permute(2, 0, 1)[None]
+    for flat in (False, True):
+        clean = remove_lines(lab, small_l)
+        regions = region_colours(clean, sketch_l, _interior(small_l), flat=flat, hints=hints, threads=1)
+        rgb_small = lab_to_rgb(clean)
+        reference = _legacy_render_u8(rgb_small, size, regions, sketch_u8.contiguous())
+        for threads in (1, 3):
+            again = region_colours(
+                clean, sketch_l, _interior(small_l), flat=flat, hints=hints, threads=threads
+            )
+            assert torch.equal(again.labels, regions.labels) and torch.equal(again.snap, regions.snap)
+            for sketch in (sketch_u8.contiguous(), channels_last):
+                ours = render_u8(rgb_small, size, regions=again, sketch_u8=sketch, threads=threads)
+                assert np.array_equal(ours, reference), (size, flat, threads)
+            assert np.array_equal(
+                render_u8(rgb_small, size, regions=again, threads=threads),
+                _legacy_render_u8(rgb_small, size, regions),
+            )
+        whole = carry_to_full_size(lab, small_l, sketch_l, sketch_u8, flat=flat, hints=hints, keep_flats=True)
+        single = carry_to_full_size(
+            lab, small_l, sketch_l, sketch_u8, flat=flat, hints=hints, keep_flats=True, threads=1
+        )
+        assert np.array_equal(whole[0], single[0]) and np.array_equal(whole[1], single[1])
+
+
+def test_parallel_map_keeps_order_nests_and_raises():
+    from sketchcolor.compose import parallel_map
+
+    assert parallel_map(lambda x: x * x, list(range(50)), threads=3) == [x * x for x in range(50)]
+    nested = parallel_map(
+        lambda x: sum(parallel_map(lambda y: y, list(range(x)), threads=2)), list(range(20)), 2
+    )
+    assert nested == [x * (x - 1) // 2 for x in range(20)]
+
+    def boom(x):
+        if x == 7:
+            raise ValueError("seven")
+        return x
+
+    with pytest.raises(ValueError, match="seven"):
+        parallel_map(boom, list(range(20)), threads=2)

@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "sketchcolor"
 #: Each module may import only modules earlier in this list (docs/architecture.md).
 ORDER = [
     "errors", "config", "device", "io", "color", "conditioning", "schedules", "models", "denoiser",
-    "samplers", "checkpoint", "metrics", "compose", "pipeline", "data", "training", "evaluation", "ui", "cli",
+    "samplers", "checkpoint", "metrics", "compose", "pipeline", "data", "training", "evaluation", "sharding",
+    "ui", "cli",
 ]  # fmt: skip
 #: Extra prohibitions on top of the order.
 FORBIDDEN = {"samplers": {"models", "denoiser", "checkpoint"}, "models": {"schedules"}}
@@ -63,5 +64,12 @@ def test_imports_flow_one_way(path):
 
 def test_package_import_is_light():
     code = "import sys, sketchcolor; print('torch' in sys.modules, 'PIL' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_cli_import_does_not_load_torch():
+    """``sketchcolor --help`` and option errors answer without importing torch (cold start)."""
+    code = "import sys, sketchcolor.cli; print('torch' in sys.modules, 'numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

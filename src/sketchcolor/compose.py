@@ -20,14 +20,23 @@ white; so this module works with the line-enclosed regions themselves:
    input, at any output size.
 
 Full-size work is kept to a few passes over the pixels: region statistics are gathered from the
-working-size samples (one per working pixel), region colours are looked up per pixel, and the
-composition is done in horizontal bands straight into 8-bit output, so 4096 x 4096 sketches stay
-within a couple of seconds and gigabytes. Imports ``color`` and ``conditioning`` only.
+working-size samples (one per working pixel), the snapped colours are laid out on the labelling
+grid and read back by nearest neighbour, and the composition is done in horizontal bands straight
+into 8-bit output. Bands are independent and run on several threads (numpy and scipy release the
+GIL; :func:`parallel_map`), and the nearest-hint field is computed while the regions are labelled.
+Every band does the same float operations whatever the thread count, so the pictures do not depend
+on it. Imports ``color`` and ``conditioning`` only.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -39,8 +48,11 @@ from .conditioning import LINE_LEVEL, background_labels, label_closed_regions
 #: Regions whose interior colour has a standard deviation above this (CIE LAB units, summed over
 #: channels) are treated as shaded or leaking and keep their smooth colour (unless ``flat``).
 SNAP_MAX_STD = 12.0
-#: Rows per band when composing full-resolution images, bounding peak memory.
+#: Rows per band when converting full-resolution float images, bounding peak memory.
 BAND_ROWS = 512
+#: Pixels per band of :func:`render_u8`: a band's float buffers (about 1.5 MB each) stay in the
+#: core's cache through the several passes made over them.
+RENDER_BAND_PIXELS = 1 << 17
 #: Regions are found on the sketch at most this large (long side); larger sketches are
 #: area-downscaled for labelling and the labels are read back by nearest neighbour.
 REGION_MAX_SIZE = 1024
@@ -55,6 +67,88 @@ HINT_GAP_STEPS = (1.25, 1.5, 2.0)
 #: when finding regions (as the "close gap" option of paint-bucket tools), so a shape whose
 #: outline is not quite closed does not merge with the background.
 GAP_PER_128 = 2.0
+
+
+T = TypeVar("T")
+
+# ----------------------------------------------------------------------------------------------
+# Threads: the full-size work is numpy and scipy code that releases the GIL, so plain threads
+# share it out over the cores (no processes, no copies of the picture).
+# ----------------------------------------------------------------------------------------------
+
+_pool_lock = threading.Lock()
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def compose_threads() -> int:
+    """Threads the composition uses by default: as many as torch uses (``torch.get_num_threads``).
+
+    ``torch.set_num_threads(1)`` (or ``OMP_NUM_THREADS=1``) therefore makes the whole of
+    colourising single-threaded.
+    """
+    return max(1, torch.get_num_threads())
+
+
+def _executor() -> concurrent.futures.ThreadPoolExecutor:
+    """The shared pool of composition threads (created on first use; never waits on itself)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="sketchcolor-compose"
+            )
+        return _pool
+
+
+def _forget_pool() -> None:
+    # A forked child (a DataLoader worker, say) has none of the parent's threads.
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _background(fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+    """Run ``fn(*args)`` on a composition thread. ``fn`` must not wait for other such tasks."""
+    return _executor().submit(fn, *args)
+
+
+def parallel_map(fn: Callable[[Any], T], items: Sequence[Any], threads: int | None = None) -> list[T]:
+    """``[fn(x) for x in items]`` on up to ``threads`` threads, the calling one included.
+
+    Items are taken in order by whichever thread is free, so a thread the OS sets aside does not
+    hold the others up. The first exception is raised once every running item has finished.
+    Safe to nest: a caller waits only for work that has started.
+    """
+    n = min(compose_threads() if threads is None else threads, len(items))
+    if n <= 1:
+        return [fn(x) for x in items]
+    results: list[Any] = [None] * len(items)
+    errors: list[BaseException] = []
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(len(items)):
+        todo.put(i)
+
+    def work() -> None:
+        while not errors:
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                results[i] = fn(items[i])
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                errors.append(exc)
+
+    helpers = [_executor().submit(work) for _ in range(n - 1)]
+    work()
+    for helper in helpers:
+        if not helper.cancel():  # not started yet: nothing left for it to do
+            helper.result()
+    if errors:
+        raise errors[0]
+    return results
 
 
 def _lightness_lut() -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,9 +172,18 @@ def sketch_lightness_u8(rgb_u8: torch.Tensor) -> torch.Tensor:
     luminance. Equal to :func:`sketchcolor.color.lightness` to within 1e-4.
     """
     r, g, b = rgb_u8[0, 0], rgb_u8[0, 1], rgb_u8[0, 2]
+
+    def lookup(table: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:
+        # numpy's take reads the uint8 indices as they are (torch would widen them to int64 first).
+        return torch.from_numpy(np.take(table.numpy(), channel.numpy()))
+
     if torch.equal(r, g) and torch.equal(g, b):
-        return _GREY_L_LUT[r.long()].view(1, 1, *r.shape)
-    y = 0.212671 * _LINEAR_LUT[r.long()] + 0.715160 * _LINEAR_LUT[g.long()] + 0.072169 * _LINEAR_LUT[b.long()]
+        return lookup(_GREY_L_LUT, r).view(1, 1, *r.shape)
+    y = (
+        0.212671 * lookup(_LINEAR_LUT, r)
+        + 0.715160 * lookup(_LINEAR_LUT, g)
+        + 0.072169 * lookup(_LINEAR_LUT, b)
+    )
     f = torch.where(y > 0.008856, y.clamp(min=0.008856) ** (1.0 / 3.0), 7.787 * y + 16.0 / 116.0)
     return ((116.0 * f - 16.0) / 100.0).clamp(0.0, 1.0).view(1, 1, *r.shape)
 
@@ -166,6 +269,67 @@ class Regions:
         return self.labels[rows][:, cols]
 
 
+@dataclasses.dataclass(frozen=True)
+class SparseHints:
+    """User hints as their hinted pixels only (hints are sparse; full-size passes are costly).
+
+    Attributes:
+        size: (H, W) of the picture the hints belong to.
+        ys, xs: (n,) int64 row and column of each hinted pixel, in row-major order.
+        rgb: (3, n) float32 sRGB colour of each, in [0, 1].
+    """
+
+    size: tuple[int, int]
+    ys: torch.Tensor
+    xs: torch.Tensor
+    rgb: torch.Tensor
+
+    @staticmethod
+    def from_layer(rgb: torch.Tensor, mask: torch.Tensor) -> SparseHints:
+        """From a dense layer: ``rgb`` (1, 3, H, W) in [0, 1] and ``mask`` (1, 1, H, W) in {0, 1}."""
+        ys, xs = mask[0, 0].nonzero(as_tuple=True)
+        return SparseHints((int(mask.shape[-2]), int(mask.shape[-1])), ys, xs, rgb[0][:, ys, xs])
+
+    @staticmethod
+    def none(size: tuple[int, int]) -> SparseHints:
+        """No hints on a picture of ``size``."""
+        empty = torch.zeros(0, dtype=torch.int64)
+        return SparseHints(size, empty, empty, torch.zeros(3, 0))
+
+    @property
+    def is_empty(self) -> bool:
+        return self.ys.numel() == 0
+
+    def on_grid(self, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hints on a grid of ``size`` (h, w) no larger than theirs, as ``resize_hints`` does.
+
+        Returns:
+            ``rgb`` (3, h, w) and ``mask`` (h, w) bool. Each grid cell takes the mean colour of
+            the hinted pixels mapped into it (clamped to [0, 1]); at equal size, the pixels' own.
+        """
+        h, w = size
+        full_h, full_w = self.size
+        rgb = torch.zeros(3, h * w, dtype=self.rgb.dtype)
+        if (h, w) == (full_h, full_w):
+            cell = self.ys * w + self.xs
+            rgb[:, cell] = self.rgb
+            mask = torch.zeros(h * w, dtype=torch.bool)
+            mask[cell] = True
+            return rgb.view(3, h, w), mask.view(h, w)
+        # The same arithmetic as conditioning.resize_hints, so both give identical colours.
+        cell = (self.ys * h // full_h) * w + (self.xs * w // full_w)
+        count = torch.bincount(cell, minlength=h * w).to(self.rgb.dtype)
+        rgb.index_add_(1, cell, self.rgb)
+        rgb = (rgb / count.clamp(min=1)).clamp(0.0, 1.0)
+        return rgb.view(3, h, w), (count > 0).view(h, w)
+
+
+def _as_sparse(hints: tuple[torch.Tensor, torch.Tensor] | SparseHints | None) -> SparseHints | None:
+    if hints is None or isinstance(hints, SparseHints):
+        return hints
+    return SparseHints.from_layer(*hints)
+
+
 def region_colours(
     lab_small: torch.Tensor,
     sketch_l_full: torch.Tensor,
@@ -173,7 +337,8 @@ def region_colours(
     *,
     flat: bool = False,
     max_std: float = SNAP_MAX_STD,
-    hints: tuple[torch.Tensor, torch.Tensor] | None = None,
+    hints: tuple[torch.Tensor, torch.Tensor] | SparseHints | None = None,
+    threads: int | None = None,
 ) -> Regions:
     """Choose one colour per line-enclosed region of the full-size sketch.
 
@@ -184,17 +349,26 @@ def region_colours(
     its region (the classical flat fill, split between several hint colours). Regions are
     labelled with small outline gaps closed (:func:`label_closed_regions`).
 
+    The nearest-hint field (a distance transform of the hints) does not depend on the regions,
+    so with ``threads`` > 1 it is computed on a second thread while the regions are labelled.
+
     Args:
         lab_small: (1, 3, h, w) the model's colours (lines removed) at the working size.
         sketch_l_full: (1, 1, H, W) full-size sketch lightness.
         interior_small: (1, 1, h, w) sample weights, 0 within one working pixel of a line.
         flat: Snap every region that has samples (clean flats), not only uniform ones.
         max_std: Uniformity threshold (see :data:`SNAP_MAX_STD`).
-        hints: Optional full-size hints (``rgb`` (1, 3, H, W) in [0, 1], ``mask`` (1, 1, H, W)).
+        hints: Optional full-size hints: ``(rgb (1, 3, H, W) in [0, 1], mask (1, 1, H, W))`` or
+            a :class:`SparseHints`.
+        threads: Threads to use (default :func:`compose_threads`); the result does not depend
+            on it.
 
     Returns:
         The :class:`Regions`; line pixels (region 0) and regions without samples are not snapped.
     """
+    sparse = _as_sparse(hints)
+    if sparse is not None and sparse.is_empty:
+        sparse = None
     full_h, full_w = sketch_l_full.shape[-2:]
     grid_l = sketch_l_full
     if max(full_h, full_w) > REGION_MAX_SIZE:
@@ -208,9 +382,13 @@ def region_colours(
     h, w = grid_l.shape[-2:]
     gap = GAP_PER_128 * max(h, w) / 128.0
     grid_np = grid_l[0, 0].numpy()
+    field = None
+    if sparse is not None:
+        threads = compose_threads() if threads is None else threads
+        field = _background(_hint_field, sparse, (h, w)) if threads > 1 else None
     labels_np = label_closed_regions(grid_np, gap)
-    if hints is not None:
-        labels_np = _close_around_hints(labels_np, grid_np, hints, gap)
+    if sparse is not None:
+        labels_np = _close_around_hints(labels_np, grid_np, sparse, gap)
     labels = torch.from_numpy(labels_np)  # (h, w) int32
     k = int(labels.max()) + 1
     sh, sw = lab_small.shape[-2:]
@@ -232,19 +410,19 @@ def region_colours(
     near_paper = (mean_lab - paper).norm(dim=0) <= PAPER_DISTANCE
     mean_lab = torch.where(near_paper & snap, paper, mean_lab)
     hint_rgb = hint_use = None
-    if hints is not None:
-        trusted, hint_lab = _hinted_regions(labels, hints, k)
+    if sparse is not None:
+        trusted, hint_lab = _hinted_regions(labels, sparse, k)
         mean_lab = torch.where(trusted, hint_lab, mean_lab)
         snap |= trusted
-        hint_rgb, hint_use = _nearest_hints(labels, hints, trusted)
+        hint_rgb, nearest = field.result() if field is not None else _hint_field(sparse, (h, w))
+        own = labels.reshape(-1)[nearest] == labels
+        hint_use = own & trusted[labels] & (labels > 0)
     snap[0] = False  # line pixels keep the smooth colour (the lines go on top anyway)
     rgb = lab_to_rgb(mean_lab.T.reshape(k, 3, 1, 1)).reshape(k, 3).T.contiguous()
     return Regions(labels, snap, rgb, hint_rgb, hint_use)
 
 
-def _close_around_hints(
-    labels: np.ndarray, grid_l: np.ndarray, hints: tuple[torch.Tensor, torch.Tensor], gap: float
-) -> np.ndarray:
+def _close_around_hints(labels: np.ndarray, grid_l: np.ndarray, hints: SparseHints, gap: float) -> np.ndarray:
     """Give hints drawn in the page's background, through an open outline, their own shape.
 
     For hint pixels whose region is background (:func:`~sketchcolor.conditioning.background_labels`),
@@ -256,13 +434,9 @@ def _close_around_hints(
     Returns:
         The labels (a copy when anything changed), 0 on lines.
     """
-    rgb, mask = hints
-    full_h, full_w = mask.shape[-2:]
+    full_h, full_w = hints.size
     grid_h, grid_w = labels.shape
-    ys, xs = mask[0, 0].nonzero(as_tuple=True)
-    if ys.numel() == 0:
-        return labels
-    gy, gx = (ys * grid_h // full_h).numpy(), (xs * grid_w // full_w).numpy()
+    gy, gx = (hints.ys * grid_h // full_h).numpy(), (hints.xs * grid_w // full_w).numpy()
     background = background_labels(labels)
     open_hint = background[labels[gy, gx]]
     if not open_hint.any():
@@ -286,28 +460,24 @@ def _close_around_hints(
     return labels
 
 
-def _nearest_hints(
-    labels: torch.Tensor, hints: tuple[torch.Tensor, torch.Tensor], trusted: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per grid pixel: the colour of the nearest hint, and whether it applies (same hinted region)."""
+def _hint_field(hints: SparseHints, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per grid pixel: the colour of the nearest hint, and where that hint is.
+
+    Returns:
+        ``hint_rgb`` (3, h, w) (a channels-last view, as the renderer reads it) and the nearest
+        hint's flat grid index (h, w) int64.
+    """
     from scipy import ndimage
 
-    from .conditioning import resize_hints
-
-    grid_h, grid_w = labels.shape
-    rgb, mask = resize_hints(hints[0], hints[1], (grid_h, grid_w))
-    hinted = mask[0, 0] > 0
+    rgb, hinted = hints.on_grid(size)
     nearest = ndimage.distance_transform_edt(~hinted.numpy(), return_distances=False, return_indices=True)
-    ny, nx = torch.from_numpy(nearest[0]), torch.from_numpy(nearest[1])
-    hint_rgb = rgb[0][:, ny, nx]
-    own = labels[ny, nx] == labels
-    use = own & trusted[labels] & (labels > 0)
-    return hint_rgb, use
+    flat = nearest[0].astype(np.intp) * size[1] + nearest[1]
+    rgb_hwc = rgb.permute(1, 2, 0).reshape(-1, 3).numpy()
+    hint_rgb = torch.from_numpy(np.take(rgb_hwc, flat, axis=0)).permute(2, 0, 1)
+    return hint_rgb, torch.from_numpy(flat)
 
 
-def _hinted_regions(
-    labels: torch.Tensor, hints: tuple[torch.Tensor, torch.Tensor], k: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _hinted_regions(labels: torch.Tensor, hints: SparseHints, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Regions that hold hints, and their mean hint LAB (3, k).
 
     ``labels`` is the labelling grid; full-size hint pixels are mapped onto it. A hinted region
@@ -315,16 +485,11 @@ def _hinted_regions(
     trusted: that is the background merged with a shape whose outline is open, and filling it
     would flood the page with the shape's colour.
     """
-    rgb, mask = hints
-    full_h, full_w = mask.shape[-2:]
+    full_h, full_w = hints.size
     grid_h, grid_w = labels.shape
-    trusted = torch.zeros(k, dtype=torch.bool)
     means = torch.zeros(3, k, dtype=torch.float32)
-    ys, xs = mask[0, 0].nonzero(as_tuple=True)
-    if ys.numel() == 0:
-        return trusted, means
-    lab = rgb_to_lab(rgb[0][:, ys, xs].reshape(1, 3, 1, -1)).reshape(3, -1)
-    lbl = labels[ys * grid_h // full_h, xs * grid_w // full_w]
+    lab = rgb_to_lab(hints.rgb.reshape(1, 3, 1, -1)).reshape(3, -1)
+    lbl = labels[hints.ys * grid_h // full_h, hints.xs * grid_w // full_w]
     count = torch.bincount(lbl, minlength=k).float()
     for c in range(3):
         means[c] = torch.bincount(lbl, weights=lab[c], minlength=k) / count.clamp(min=1)
@@ -342,51 +507,140 @@ def _bilinear_rows(small: int, full: int) -> tuple[torch.Tensor, torch.Tensor, t
     return lo, hi, (src - lo).float()
 
 
+@dataclasses.dataclass(frozen=True)
+class _Canvas:
+    """What every band of :func:`render_u8` reads (numpy, channels last)."""
+
+    cols: np.ndarray  # (h, W, 3) float32: the working-size colours upscaled along rows only
+    lo: np.ndarray  # (H,) source row below each output row
+    hi: np.ndarray  # (H,) source row above
+    frac: np.ndarray  # (H,) float32 weight of ``hi``
+    one_minus_frac: np.ndarray  # (H,) float32 weight of ``lo``
+    sketch: np.ndarray | None  # (H, W, 3) uint8, or None (multiply by 255: flats)
+    flat: _FlatLayer | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _FlatLayer:
+    """The snapped and hinted colours on the labelling grid, read back by nearest neighbour.
+
+    One lookup per grid pixel: ``index`` points into ``table``, whose first K rows are the
+    regions' colours (-1 where a region is not snapped) and whose further rows are the grid's
+    nearest-hint colours, used where a hint applies.
+    """
+
+    index: np.ndarray  # (h, w) intp
+    table: np.ndarray  # (K [+ h * w], 3) float32 in [0, 1], or -1: not flat
+    grid_rows: np.ndarray  # (H,) grid row of each output row
+    grid_cols: np.ndarray | None  # (W,) grid column of each output column; None: the same
+    same_rows: bool  # grid rows are output rows (the grid is the full size)
+
+    def colours(self, top: int, bottom: int) -> np.ndarray:
+        """(bottom - top, W, 3) flat colours of output rows top..bottom, -1 where not flat."""
+        rows = self.grid_rows[top:bottom]
+        g0, g1 = int(rows[0]), int(rows[-1]) + 1
+        colour = np.take(self.table, self.index[g0:g1], axis=0)  # (g, w, 3)
+        if self.grid_cols is not None:
+            colour = np.take(colour, self.grid_cols, axis=1)
+        if not self.same_rows:
+            colour = np.take(colour, rows - g0, axis=0)
+        return colour
+
+
+def _flat_layer(regions: Regions, size: tuple[int, int]) -> _FlatLayer:
+    h_out, w_out = size
+    grid_h, grid_w = regions.labels.shape
+    # Clamped here, once per region: clamping commutes with choosing between colours.
+    table = regions.rgb.T.clamp(0.0, 1.0).contiguous().numpy()
+    table[~regions.snap.numpy()] = -1.0
+    index = regions.labels.numpy().astype(np.intp)
+    if regions.hint_rgb is not None and regions.hint_use is not None:
+        hint_rgb = regions.hint_rgb.clamp(0.0, 1.0).permute(1, 2, 0).reshape(-1, 3).numpy()
+        index = np.where(
+            regions.hint_use.numpy(), len(table) + np.arange(index.size).reshape(index.shape), index
+        )
+        table = np.concatenate([table, hint_rgb])
+    grid_rows = (torch.arange(h_out) * grid_h // h_out).numpy()
+    grid_cols = None if grid_w == w_out else (torch.arange(w_out) * grid_w // w_out).numpy()
+    return _FlatLayer(index, table, grid_rows, grid_cols, grid_h == h_out)
+
+
+def _render_rows(canvas: _Canvas, out: np.ndarray, top: int, bottom: int, band_rows: int) -> None:
+    """Compose output rows top..bottom into ``out``, ``band_rows`` at a time (one thread)."""
+    w_out = canvas.cols.shape[1]
+    band = np.empty((band_rows, w_out, 3), dtype=np.float32)
+    upper = np.empty_like(band)
+    for start in range(top, bottom, band_rows):
+        stop = min(start + band_rows, bottom)
+        n = stop - start
+        b, u = band[:n], upper[:n]
+        lo, hi = canvas.lo[start:stop], canvas.hi[start:stop]
+        # Bilinear along rows: out = cols[lo] * (1 - f) + cols[hi] * f, row by row of equal
+        # source rows (broadcast, no gather); the same float operations as F.interpolate's.
+        cut = np.flatnonzero((lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])) + 1
+        for s, e in zip(np.r_[0, cut], np.r_[cut, n], strict=True):
+            rows = slice(start + s, start + e)
+            np.multiply(canvas.cols[lo[s]], canvas.one_minus_frac[rows, None, None], out=b[s:e])
+            np.multiply(canvas.cols[hi[s]], canvas.frac[rows, None, None], out=u[s:e])
+        np.add(b, u, out=b)
+        np.clip(b, 0.0, 1.0, out=b)
+        if canvas.flat is not None:
+            colour = canvas.flat.colours(start, stop)
+            np.copyto(b, colour, where=colour >= 0.0)
+        if canvas.sketch is None:
+            np.multiply(b, 255.0, out=b)
+        else:
+            sketch = canvas.sketch[start:stop]
+            np.multiply(b, sketch if sketch.flags.c_contiguous else np.ascontiguousarray(sketch), out=b)
+        np.add(b, 0.5, out=b)
+        np.copyto(out[start:stop], b, casting="unsafe")  # truncation: round half up
+
+
 def render_u8(
     rgb_small: torch.Tensor,
     size: tuple[int, int],
     *,
     regions: Regions | None = None,
     sketch_u8: torch.Tensor | None = None,
+    threads: int | None = None,
 ) -> np.ndarray:
     """The full-size picture as (H, W, 3) uint8, built band by band of rows.
 
     Each band is the bilinear upscaling of ``rgb_small`` (columns first, at the working height,
     then rows), with snapped regions painted in their region colour, multiplied by the sketch
-    (when given) and rounded to 8 bits. No full-size float image is ever held in memory.
+    (when given) and rounded to 8 bits. No full-size float image is ever held in memory. Bands
+    are independent and run on ``threads`` threads (numpy releases the GIL); every band does
+    the same float operations whatever the thread count, so the result does not depend on it.
 
     Args:
         rgb_small: (1, 3, h, w) sRGB colours at the working size.
         size: Output (H, W).
         regions: Region colours (:func:`region_colours`), or None for smooth colours only.
         sketch_u8: (1, 3, H, W) uint8 sketch to multiply over the colour, or None (flats).
+        threads: Threads to use (default :func:`compose_threads`).
     """
     h_out, w_out = size
     cols = F.interpolate(rgb_small, size=(rgb_small.shape[-2], w_out), mode="bilinear", align_corners=False)[
         0
     ]
     lo, hi, frac = _bilinear_rows(rgb_small.shape[-2], h_out)
-    if regions is not None:
-        grid_h, grid_w = regions.labels.shape
-        grid_rows = torch.arange(h_out) * grid_h // h_out
-        grid_cols = torch.arange(w_out) * grid_w // w_out
+    sketch = None
+    if sketch_u8 is not None:
+        sketch = sketch_u8[0].permute(1, 2, 0).numpy()  # a view: contiguous for channels-last sketches
+    frac_np = frac.numpy()
+    canvas = _Canvas(
+        cols.permute(1, 2, 0).contiguous().numpy(), lo.numpy(), hi.numpy(), frac_np, 1 - frac_np, sketch,
+        _flat_layer(regions, size) if regions is not None else None,
+    )  # fmt: skip
     out = np.empty((h_out, w_out, 3), dtype=np.uint8)
-    for top in range(0, h_out, BAND_ROWS):
-        rows = slice(top, min(top + BAND_ROWS, h_out))
-        f = frac[rows].view(1, -1, 1)
-        band = cols[:, lo[rows]] * (1 - f) + cols[:, hi[rows]] * f  # (3, B, W)
-        if regions is not None:
-            lab_band = regions.labels_at(grid_rows[rows], grid_cols)
-            chosen = regions.snap[lab_band]
-            for c in range(3):
-                torch.where(chosen, regions.rgb[c][lab_band], band[c], out=band[c])
-            if regions.hint_rgb is not None and regions.hint_use is not None:
-                use = regions.hint_use[grid_rows[rows]][:, grid_cols]
-                for c in range(3):
-                    torch.where(use, regions.hint_rgb[c][grid_rows[rows]][:, grid_cols], band[c], out=band[c])
-        band.clamp_(0.0, 1.0)
-        band.mul_(255.0 if sketch_u8 is None else sketch_u8[0, :, rows].float())
-        out[rows] = band.add_(0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    band_rows = max(1, min(h_out, RENDER_BAND_PIXELS // max(1, w_out)))
+    threads = compose_threads() if threads is None else threads
+    # Up to four bands per task (scratch buffers are reused within a task), and enough tasks to
+    # keep every thread busy.
+    bands = -(-h_out // band_rows)
+    per_task = band_rows * max(1, min(4, bands // (2 * threads)))
+    tasks = [(top, min(top + per_task, h_out)) for top in range(0, h_out, per_task)]
+    parallel_map(lambda span: _render_rows(canvas, out, span[0], span[1], band_rows), tasks, threads)
     return out
 
 
@@ -398,8 +652,9 @@ def carry_to_full_size(
     *,
     flat: bool = False,
     snap: bool = True,
-    hints: tuple[torch.Tensor, torch.Tensor] | None = None,
+    hints: tuple[torch.Tensor, torch.Tensor] | SparseHints | None = None,
     keep_flats: bool = False,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The model's colours at full size with the sketch's lines on top, as 8-bit pictures.
 
@@ -410,8 +665,11 @@ def carry_to_full_size(
         sketch_u8: (1, 3, H, W) the sketch, multiplied over the colour (None: colour only).
         flat: One colour per line-enclosed region everywhere (clean flats).
         snap: Snap uniform regions to one colour (off: smooth bilinear colours).
-        hints: Full-size hints (rgb, mask): regions holding hints are filled with them.
+        hints: Full-size hints ((rgb, mask) or :class:`SparseHints`): regions holding hints are
+            filled with them.
         keep_flats: Also return the colour layer without lines.
+        threads: Threads for the full-size work (default :func:`compose_threads`); the pictures
+            are identical for every value.
 
     Returns:
         (picture (H, W, 3) uint8, colour layer (H, W, 3) uint8 or None).
@@ -421,10 +679,10 @@ def carry_to_full_size(
     regions = None
     if snap or flat:
         interior = -F.max_pool2d(-interior_weight(sketch_l_small), 3, stride=1, padding=1)
-        regions = region_colours(clean, sketch_l_full, interior, flat=flat, hints=hints)
+        regions = region_colours(clean, sketch_l_full, interior, flat=flat, hints=hints, threads=threads)
     rgb_small = lab_to_rgb(clean)
-    picture = render_u8(rgb_small, size, regions=regions, sketch_u8=sketch_u8)
-    flats = render_u8(rgb_small, size, regions=regions) if keep_flats else None
+    picture = render_u8(rgb_small, size, regions=regions, sketch_u8=sketch_u8, threads=threads)
+    flats = render_u8(rgb_small, size, regions=regions, threads=threads) if keep_flats else None
     return picture, flats
 
 

@@ -19,13 +19,16 @@ through ``logging``).
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import logging
+import queue
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -35,7 +38,14 @@ from PIL import Image
 from . import __version__
 from .checkpoint import ModelBundle, default_model_path, load_checkpoint
 from .color import lab_to_model, lab_to_rgb, model_to_lab, rgb_to_lab
-from .compose import carry_to_full_size, lab_to_rgb_banded, sketch_lightness_u8, to_u8
+from .compose import (
+    SparseHints,
+    carry_to_full_size,
+    compose_threads,
+    lab_to_rgb_banded,
+    sketch_lightness_u8,
+    to_u8,
+)
 from .conditioning import (
     Conditioning,
     HintLayer,
@@ -72,6 +82,7 @@ log = logging.getLogger(__name__)
 
 ImageInput = str | Path | Image.Image | torch.Tensor
 StepCallback = Callable[[Mapping[str, Any]], None]
+T = TypeVar("T")
 
 #: Hints whose aspect ratio differs from the sketch's by more than this (relative) are refused.
 ASPECT_TOLERANCE = 0.02
@@ -113,7 +124,9 @@ class ColorizeResult:
 def read_sketch_u8(sketch: ImageInput) -> torch.Tensor:
     """A sketch as 8-bit RGB on white, uint8 (1, 3, H, W) (the compact form used at full size).
 
-    Accepts what :func:`read_sketch` accepts, and uint8 tensors.
+    Accepts what :func:`read_sketch` accepts, and uint8 tensors. Pictures and float tensors give
+    a channels-last tensor (a (1, 3, H, W) view of (H, W, 3) memory, as images are stored), which
+    the composition reads without reordering.
 
     Raises:
         ImageError: Unreadable file or a tensor of the wrong shape or range.
@@ -121,14 +134,15 @@ def read_sketch_u8(sketch: ImageInput) -> torch.Tensor:
     if isinstance(sketch, str | Path):
         sketch = open_image(sketch)
     if isinstance(sketch, Image.Image):
-        arr = np.asarray(to_rgb_on_white(sketch), dtype=np.uint8)
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
+        arr = np.array(to_rgb_on_white(sketch), dtype=np.uint8)  # one (writable) copy
+        return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
     if sketch.dtype == torch.uint8:
         x = sketch if sketch.dim() == 4 else sketch.unsqueeze(0)
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
             raise ImageError(f"sketch tensor must be (1, 3, H, W), got {tuple(sketch.shape)}")
         return x.cpu().contiguous()
-    return (read_sketch(sketch) * 255.0).round_().to(torch.uint8)
+    rgb = read_sketch(sketch)[0].permute(1, 2, 0)  # channels-last, as the composition reads it
+    return (rgb * 255.0).round_().to(torch.uint8).permute(2, 0, 1).unsqueeze(0)
 
 
 def read_sketch(sketch: ImageInput) -> torch.Tensor:
@@ -171,7 +185,7 @@ def hints_from_image(
     if isinstance(hints, Image.Image):
         rgba_img = to_rgba(hints)
         if (rgba_img.height, rgba_img.width) == tuple(size):
-            return _hints_from_rgba_u8(np.array(rgba_img, dtype=np.uint8))
+            return _hints_from_rgba_u8(np.asarray(rgba_img, dtype=np.uint8))
         rgba = image_to_tensor(rgba_img)
     else:
         rgba = hints if hints.dim() == 4 else hints.unsqueeze(0)
@@ -195,13 +209,17 @@ def _hints_from_rgba_u8(rgba: np.ndarray) -> HintLayer:
     Same rule as :func:`~sketchcolor.conditioning.hints_from_rgba` on 8-bit levels: alpha >= 128
     (0.5) and not every channel >= 248 (0.97).
     """
-    a = torch.from_numpy(rgba)  # (H, W, 4) uint8
-    hinted = (a[..., 3] >= 128) & ~(a[..., :3] >= 248).all(dim=-1)
+    # "Not every channel >= 248" is "the darkest channel < 248".
+    darkest = np.minimum(np.minimum(rgba[..., 0], rgba[..., 1]), rgba[..., 2])
+    hinted = (rgba[..., 3] >= 128) & (darkest < 248)
     h, w = hinted.shape
-    rgb = torch.zeros(1, 3, h, w)
-    ys, xs = hinted.nonzero(as_tuple=True)  # hints are sparse: touch only hinted pixels
-    rgb[0, :, ys, xs] = a[ys, xs, :3].T.float() / 255.0
-    return HintLayer(rgb, hinted.view(1, 1, h, w).float())
+    ys, xs = np.nonzero(hinted)  # hints are sparse: touch only hinted pixels
+    # np.zeros takes zeroed pages from the system: untouched (unhinted) pixels cost nothing.
+    rgb = np.zeros((1, 3, h, w), dtype=np.float32)
+    rgb[0, :, ys, xs] = rgba[ys, xs, :3].astype(np.float32) / np.float32(255.0)
+    mask = np.zeros((1, 1, h, w), dtype=np.float32)
+    mask[0, 0, ys, xs] = 1.0
+    return HintLayer(torch.from_numpy(rgb), torch.from_numpy(mask))
 
 
 def parse_point(text: str) -> tuple[float, float, str, str, tuple[float, float, float]]:
@@ -468,14 +486,15 @@ def is_colour_image(rgb: torch.Tensor, *, chroma_level: float = 12.0, fraction: 
     return bool((chroma > chroma_level).float().mean() > fraction)
 
 
-def hints_digest(hints: HintLayer) -> str:
+def hints_digest(hints: HintLayer | SparseHints) -> str:
     """First 16 hex digits of a SHA-256 identifying the hints used (positions and 8-bit colours).
 
     Only hinted pixels are visited, so the digest costs little even for huge, sparsely hinted images.
     """
-    idx = hints.mask.reshape(-1).nonzero().squeeze(1)
-    colours = (hints.rgb.reshape(3, -1)[:, idx] * 255.0).round().to(torch.uint8)
-    h = hashlib.sha256(f"{hints.size[0]}x{hints.size[1]}:".encode())
+    sparse = hints if isinstance(hints, SparseHints) else SparseHints.from_layer(hints.rgb, hints.mask)
+    idx = sparse.ys * sparse.size[1] + sparse.xs
+    colours = (sparse.rgb * 255.0).round().to(torch.uint8)
+    h = hashlib.sha256(f"{sparse.size[0]}x{sparse.size[1]}:".encode())
     h.update(idx.to(torch.int64).numpy().tobytes())
     h.update(colours.numpy().tobytes())
     return h.hexdigest()[:16]
@@ -505,6 +524,7 @@ class _Prepared:
     layer: HintLayer
     cond: Conditioning
     reference_digest: str | None = None
+    hints: SparseHints | None = None  # the layer's hinted pixels (None: no hints)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -615,20 +635,37 @@ def _prepare(
     sketch_small = F.interpolate(sketch_l, size=small, mode="area") if small != size else sketch_l
     sketch_small, _ = pad_to_multiple(sketch_small, config.model.size_multiple, value=1.0)
     hint_rgb = hint_mask = None
-    if not layer.is_empty:
-        hint_rgb, hint_mask = resize_hints(layer.rgb, layer.mask, small)
+    sparse: SparseHints | None = SparseHints.from_layer(layer.rgb, layer.mask)  # one pass over the layer
+    if sparse is not None and sparse.is_empty:
+        sparse = None
+    if sparse is not None:
+        if small[0] <= size[0] and small[1] <= size[1]:
+            grid_rgb, grid_mask = sparse.on_grid(small)  # as resize_hints, from the hinted pixels only
+            hint_rgb, hint_mask = grid_rgb.unsqueeze(0), grid_mask.view(1, 1, *small).to(grid_rgb.dtype)
+        else:
+            hint_rgb, hint_mask = resize_hints(layer.rgb, layer.mask, small)
         hint_rgb, _ = pad_to_multiple(hint_rgb, config.model.size_multiple, value=0.0)
         hint_mask, _ = pad_to_multiple(hint_mask, config.model.size_multiple, value=0.0)
     cond = make_conditioning(sketch_small, hint_rgb, hint_mask, config.conditioning)
     if reference_lab is not None:
         cond = cond.with_reference(reference_lab)
-    return _Prepared(sketch_u8, sketch_l, sketch_small, small, layer, cond, reference_digest)
+    return _Prepared(sketch_u8, sketch_l, sketch_small, small, layer, cond, reference_digest, sparse)
 
 
 def _finish(
-    x0: torch.Tensor, prep: _Prepared, bundle: ModelBundle, flat: bool, hint_regions: bool, keep_flats: bool
+    x0: torch.Tensor,
+    prep: _Prepared,
+    bundle: ModelBundle,
+    flat: bool,
+    hint_regions: bool,
+    keep_flats: bool,
+    threads: int | None = None,
 ) -> tuple[Image.Image, Image.Image | None]:
-    """Model output (1, C, h', w') -> (output image, colour layer or None) at the sketch's size."""
+    """Model output (1, C, h', w') -> (output image, colour layer or None) at the sketch's size.
+
+    ``threads``: for the full-size composition (default :func:`~sketchcolor.compose.compose_threads`);
+    the pictures do not depend on it.
+    """
     # Checked at the working size: everything after it is finite when the model's output is.
     if not torch.isfinite(x0).all():
         raise ImageError("the model produced non-finite values; the checkpoint may be corrupt or diverged")
@@ -638,10 +675,10 @@ def _finish(
         colour = lab_to_rgb_banded(torch.cat([prep.sketch_l * 100.0, ab_full], dim=1))
         image = Image.fromarray(to_u8(colour))
         return image, image
-    hints = (prep.layer.rgb, prep.layer.mask) if hint_regions and not prep.layer.is_empty else None
+    hints = prep.hints if hint_regions else None
     picture, flats = carry_to_full_size(
         lab_small, crop_to(prep.sketch_small, prep.small), prep.sketch_l, prep.sketch_u8,
-        flat=flat, hints=hints, keep_flats=keep_flats,
+        flat=flat, hints=hints, keep_flats=keep_flats, threads=threads,
     )  # fmt: skip
     return Image.fromarray(picture), Image.fromarray(flats) if flats is not None else None
 
@@ -670,8 +707,8 @@ def _record(
         "working_size": [prep.small[1], prep.small[0]],
         "padded_size": [prep.padded[1], prep.padded[0]],
         "size": [prep.size[1], prep.size[0]],
-        "hinted": not prep.layer.is_empty,
-        "hints_digest": hints_digest(prep.layer),
+        "hinted": prep.hints is not None,
+        "hints_digest": hints_digest(prep.hints or SparseHints.none(prep.size)),
         "reference_scale": sample_config.reference_scale,
         "reference_digest": prep.reference_digest,
     }
@@ -785,7 +822,9 @@ def colorize_batch(
 
     Sketches whose padded working sizes agree share one batch of network evaluations; each item has
     its own generator (``seeds[i]``), so its result does not depend on its batch companions (up to
-    float rounding in batched arithmetic).
+    float rounding in batched arithmetic). The pictures are composed on several threads, one
+    picture per thread, while the network works on the next group (the results are those of a
+    sequential loop, pixel for pixel).
 
     Args:
         sketches: Sketches (see :func:`read_sketch`).
@@ -802,33 +841,202 @@ def colorize_batch(
     Returns:
         One :class:`ColorizeResult` per sketch, in order.
     """
-    sample_config = sample_config or SampleConfig()
-    if len(hints) != len(sketches):
-        raise ValueError("give one hints entry (or None) per sketch")
-    seeds = list(range(len(sketches))) if seeds is None else list(seeds)
-    if references is not None and len(references) != len(sketches):
-        raise ValueError("give one reference (or None) per sketch")
-    refs = list(references) if references is not None else [None] * len(sketches)
-    preps = [_prepare(s, h, bundle, r) for s, h, r in zip(sketches, hints, refs, strict=True)]
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, prep in enumerate(preps):
-        groups.setdefault(prep.padded, []).append(i)
-    results: list[ColorizeResult | None] = [None] * len(preps)
-    for members in groups.values():
-        cond = Conditioning.cat([preps[i].cond for i in members])
-        gens = [torch.Generator("cpu").manual_seed(check_seed(seeds[i])) for i in members]
-        x0 = sample(bundle, cond, sample_config, gens, callback=callback).float().cpu()
-        for j, i in enumerate(members):
-            image, colour = _finish(x0[j : j + 1], preps[i], bundle, flat, hint_regions, keep_flats)
-            record = {
-                **_record(preps[i], bundle, sample_config, seeds[i], flat, hint_regions),
-                "sample_index": 0,
-                "num_samples": 1,
-            }
-            results[i] = ColorizeResult(
-                [image], [colour] if colour is not None else [], [record], preps[i].layer, [[]]
-            )
-    return [r for r in results if r is not None]
+    batch = _BatchPlan.make(
+        sketches, hints, bundle, sample_config, seeds, references, flat, hint_regions, keep_flats
+    )
+    threads = compose_threads()
+    if len(batch.preps) <= 1:
+        # One picture: its composition takes every thread itself (bands in parallel).
+        sampled = batch.sample_all(callback)
+        return [sampled.finish(i, threads=threads) for i in range(len(sampled))]
+
+    def finishing() -> Iterator[Callable[[], tuple[int, ColorizeResult]]]:
+        # Produced here, on this thread, one group of equal-sized sketches at a time (the
+        # network's work); composed meanwhile on the other threads, one picture per thread.
+        for sampled in batch.sample_groups(callback):
+            for i in sampled.indices:
+                yield functools.partial(_finish_item, sampled, i)
+
+    return [result for _, result in sorted(_run_overlapped(finishing(), threads), key=lambda r: r[0])]
+
+
+def _finish_item(sampled: SampledBatch, i: int) -> tuple[int, ColorizeResult]:
+    return i, sampled.finish(i, threads=1)
+
+
+def _run_overlapped(tasks: Iterator[Callable[[], T]], threads: int) -> list[T]:
+    """Run the tasks ``tasks`` yields, in parallel with producing them; results in their order.
+
+    ``tasks`` is iterated on this thread (producing a task is the network's work); ``threads - 1``
+    workers run tasks as they come, and once production ends this thread helps with the rest. So
+    the composition of one group overlaps the network of the next, and at most ``threads``
+    compositions run at once. The first exception (producing or running) is raised once the
+    running tasks have finished; tasks not yet started are dropped.
+    """
+    results: dict[int, T] = {}
+    errors: list[BaseException] = []
+    todo: queue.SimpleQueue[tuple[int, Callable[[], T]] | None] = queue.SimpleQueue()
+
+    def work(block: bool) -> None:
+        while True:
+            try:
+                item = todo.get(block=block)
+            except queue.Empty:
+                return
+            if item is None:
+                return
+            if errors:
+                continue
+            try:
+                results[item[0]] = item[1]()
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+                errors.append(exc)
+
+    workers = max(0, threads - 1)
+    count = 0
+    with concurrent.futures.ThreadPoolExecutor(
+        max(1, workers), thread_name_prefix="sketchcolor-finish"
+    ) as pool:
+        helpers = [pool.submit(work, True) for _ in range(workers)]
+        try:
+            for count, task in enumerate(tasks, start=1):
+                todo.put((count - 1, task))
+                if errors:
+                    break
+            work(False)  # production is over: help with what is left
+        except BaseException as exc:  # noqa: BLE001 - the workers are stopped first
+            errors.insert(0, exc)
+        finally:
+            for _ in helpers:
+                todo.put(None)
+    if errors:
+        raise errors[0]
+    return [results[i] for i in range(count)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _BatchPlan:
+    """Sketches read and prepared, grouped by padded working size (internal)."""
+
+    bundle: ModelBundle
+    sample_config: SampleConfig
+    preps: list[_Prepared]
+    seeds: list[int]
+    groups: list[list[int]]
+    flat: bool
+    hint_regions: bool
+    keep_flats: bool
+
+    @staticmethod
+    def make(
+        sketches: Sequence[ImageInput],
+        hints: Sequence[HintLayer | ImageInput | None],
+        bundle: ModelBundle,
+        sample_config: SampleConfig | None,
+        seeds: Sequence[int] | None,
+        references: Sequence[ReferenceInput | None] | None,
+        flat: bool,
+        hint_regions: bool,
+        keep_flats: bool,
+    ) -> _BatchPlan:
+        if len(hints) != len(sketches):
+            raise ValueError("give one hints entry (or None) per sketch")
+        seed_list = list(range(len(sketches))) if seeds is None else list(seeds)
+        if references is not None and len(references) != len(sketches):
+            raise ValueError("give one reference (or None) per sketch")
+        refs = list(references) if references is not None else [None] * len(sketches)
+        preps = [_prepare(s, h, bundle, r) for s, h, r in zip(sketches, hints, refs, strict=True)]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, prep in enumerate(preps):
+            groups.setdefault(prep.padded, []).append(i)
+        return _BatchPlan(
+            bundle, sample_config or SampleConfig(), preps, seed_list, list(groups.values()), flat, hint_regions,
+            keep_flats,
+        )  # fmt: skip
+
+    def sample_groups(self, callback: StepCallback | None) -> Iterator[SampledBatch]:
+        """Run the network on each group in turn; each yield holds that group's items."""
+        x0: list[torch.Tensor | None] = [None] * len(self.preps)
+        for members in self.groups:
+            cond = Conditioning.cat([self.preps[i].cond for i in members])
+            gens = [torch.Generator("cpu").manual_seed(check_seed(self.seeds[i])) for i in members]
+            out = sample(self.bundle, cond, self.sample_config, gens, callback=callback).float().cpu()
+            for j, i in enumerate(members):
+                x0[i] = out[j : j + 1]
+            yield SampledBatch(self, x0, tuple(members))
+
+    def sample_all(self, callback: StepCallback | None) -> SampledBatch:
+        x0: list[torch.Tensor | None] = [None] * len(self.preps)
+        for group in self.sample_groups(callback):
+            x0 = group.x0  # one list, filled in group by group
+        return SampledBatch(self, x0, tuple(range(len(self.preps))))
+
+
+@dataclasses.dataclass(frozen=True)
+class SampledBatch:
+    """Sketches whose network work is done (:func:`sample_batch`); each is finished on its own.
+
+    Finishing an item (carrying its colours to full size, laying its lines over them) depends on
+    that item alone, so items may be finished on any thread and in any order, for instance while
+    the network works on the next batch; :meth:`finish` gives exactly the result
+    :func:`colorize_batch` gives.
+    """
+
+    plan: _BatchPlan
+    x0: list[torch.Tensor | None]
+    indices: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.plan.preps)
+
+    def finish(self, i: int, *, threads: int | None = None) -> ColorizeResult:
+        """The result of sketch ``i`` (its position in the batch).
+
+        Args:
+            i: Index into the sketches given to :func:`sample_batch`.
+            threads: Threads for its composition (default
+                :func:`~sketchcolor.compose.compose_threads`); the picture does not depend on it.
+
+        Raises:
+            ImageError: The model produced non-finite values for this sketch.
+        """
+        plan, prep, x0 = self.plan, self.plan.preps[i], self.x0[i]
+        if x0 is None:
+            raise ValueError(f"sketch {i} has not been sampled")
+        image, colour = _finish(x0, prep, plan.bundle, plan.flat, plan.hint_regions, plan.keep_flats, threads)
+        record = {
+            **_record(prep, plan.bundle, plan.sample_config, plan.seeds[i], plan.flat, plan.hint_regions),
+            "sample_index": 0,
+            "num_samples": 1,
+        }
+        return ColorizeResult([image], [colour] if colour is not None else [], [record], prep.layer, [[]])
+
+
+def sample_batch(
+    sketches: Sequence[ImageInput],
+    hints: Sequence[HintLayer | ImageInput | None],
+    bundle: ModelBundle,
+    sample_config: SampleConfig | None = None,
+    seeds: Sequence[int] | None = None,
+    *,
+    flat: bool = False,
+    hint_regions: bool = True,
+    keep_flats: bool = False,
+    references: Sequence[ReferenceInput | None] | None = None,
+    callback: StepCallback | None = None,
+) -> SampledBatch:
+    """The first half of :func:`colorize_batch`: read, prepare and sample; finish each item later.
+
+    For pipelines that overlap the composition of one batch with the network of the next (as
+    ``sketchcolor batch`` does). Arguments as :func:`colorize_batch`.
+
+    Returns:
+        A :class:`SampledBatch`; ``batch.finish(i)`` is ``colorize_batch(...)[i]``.
+    """
+    plan = _BatchPlan.make(
+        sketches, hints, bundle, sample_config, seeds, references, flat, hint_regions, keep_flats
+    )
+    return plan.sample_all(callback)
 
 
 #: Loaded models kept for reuse (most recently used last); see :func:`load_model`.
@@ -1070,7 +1278,9 @@ __all__ = [
     "is_colour_image",
     "load_model",
     "read_sketch",
+    "SampledBatch",
     "sample",
+    "sample_batch",
     "split_hints_from_sketch",
     "working_size",
 ]

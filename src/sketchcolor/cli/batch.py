@@ -34,14 +34,20 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+import os
+import queue
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 
 from .. import __version__
 from ..errors import OutputError, SketchcolorError, failure_text
+from ..sharding import SHARD_COUNT_ENV, manifest_name, merge_manifests, shard_from_environment
 from .app import (
     DEFAULTS,
     DeviceOpt,
@@ -123,7 +129,7 @@ class Entry:
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
-    """``"I/N"`` -> (I, N) with 1 <= I <= N; None -> (1, 1)."""
+    """``"I/N"`` -> (I, N) with 1 <= I <= N; None -> (1, 1). (``auto``: :func:`shard_from_environment`.)"""
     if text is None:
         return 1, 1
     try:
@@ -305,16 +311,17 @@ def _status_of(e: Entry, job: Any, overwrite: bool) -> None:
 
 @app.command("batch")
 def batch_cli(
-    input_dir: Annotated[Path, typer.Argument(help="Folder of sketches.", show_default=False)],
+    input_dir: Annotated[Path | None, typer.Argument(help="Folder of sketches.", show_default=False)] = None,
     output_dir: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--output",
             "-o",
             help="Folder for the results (mirrors the input tree). Not the input folder; if inside it, "
             "it is skipped while scanning.",
+            show_default=False,
         ),
-    ],
+    ] = None,
     hints_dir: Annotated[
         Path | None,
         typer.Option("--hints-dir", help="Folder of hint files matched by stem (images or .json)."),
@@ -325,7 +332,31 @@ def batch_cli(
         int, typer.Option("--batch-size", "-b", min=1, max=1024, help="Sketches per model forward.")
     ] = 4,
     shard: Annotated[
-        str | None, typer.Option("--shard", help="Do only part I of N of the work (I/N, e.g. 2/4).")
+        str | None,
+        typer.Option(
+            "--shard",
+            help="Do only part I of N of the work (I/N, e.g. 2/4), or 'auto': the part the scheduler that "
+            "started this process gives it (torchrun, a SLURM job array, a Kubernetes Indexed Job).",
+        ),
+    ] = None,
+    shard_count: Annotated[
+        int | None,
+        typer.Option(
+            "--shard-count",
+            min=1,
+            help=f"With --shard auto in a Kubernetes Indexed Job: the number of shards (its completions; "
+            f"or set {SHARD_COUNT_ENV}).",
+            show_default=False,
+        ),
+    ] = None,
+    merge: Annotated[
+        Path | None,
+        typer.Option(
+            "--merge-manifests",
+            help="Only merge the shard manifests in this output folder into sketchcolor-manifest.json "
+            "(each shard also does it when it finishes last).",
+            show_default=False,
+        ),
     ] = None,
     hints: HintsOpt = None,
     hint: HintOpt = None,
@@ -385,8 +416,33 @@ def batch_cli(
     from ..io import remove_stale_temporaries
     from ..pipeline import check_sample_config, derive_seed, load_model
 
+    if merge is not None:
+        if input_dir is not None or output_dir is not None:
+            raise typer.BadParameter("takes the output folder alone", param_hint="'--merge-manifests'")
+        working_on(merge)
+        merged, doc = merge_manifests(merge)
+        counts = {s: sum(e["status"] == s for e in doc["entries"]) for s in ("done", "skipped", "failed")}
+        summary = (
+            f"merged {doc['parameters']['shards']} shard manifests: {counts['done']} coloured, "
+            f"{counts['skipped']} skipped, {counts['failed']} failed; manifest: {merged}"
+        )
+        emit({**counts, "manifest": str(merged), "shards": doc["parameters"]["shards"]}, fmt, summary, quiet)
+        if counts["failed"]:
+            raise typer.Exit(1)
+        return
+    if input_dir is None:
+        raise click.UsageError("Missing argument 'INPUT_DIR'.")
+    if output_dir is None:
+        raise click.UsageError("Missing option '--output' / '-o'.")
     working_on(input_dir)
-    shard_i, shard_n = parse_shard(shard)
+    shard_source = None
+    if shard == "auto":
+        shard_i, shard_n, shard_source = shard_from_environment(os.environ, shard_count)
+        _info(f"--shard auto: shard {shard_i}/{shard_n} from {shard_source}")
+    else:
+        if shard_count is not None:
+            raise typer.BadParameter("only with --shard auto", param_hint="'--shard-count'")
+        shard_i, shard_n = parse_shard(shard)
     job = make_job(
         steps=steps, sampler=sampler, eta=eta, guidance=guidance, pin_hints=pin_hints, hints=hints, points=hint,
         hint_radius=hint_radius, hints_in_sketch=hints_in_sketch, stretch=stretch_hints, flat=flat,
@@ -440,11 +496,7 @@ def batch_cli(
     for e in entries:
         _status_of(e, job, overwrite)
     todo = [e for e in entries if e.status == "pending"]
-    manifest = output_dir / (
-        "sketchcolor-manifest.json"
-        if shard_n == 1
-        else f"sketchcolor-manifest.shard-{shard_i}-of-{shard_n}.json"
-    )
+    manifest = output_dir / manifest_name(shard_i, shard_n)
     params = {
         "sampler": job.sample.sampler, "steps": job.sample.steps, "eta": job.sample.eta,
         "guidance": job.sample.guidance, "pin_hints": job.sample.pin_hints, "flat": flat, "hint_regions": job.hint_regions, "num_samples": num_samples, "base_seed": seed,
@@ -453,14 +505,18 @@ def batch_cli(
         "reference_scale": job.sample.reference_scale, "chapter": chapter,
         "sketchcolor_version": __version__,
     }  # fmt: skip
+    if shard_source is not None:
+        params["shard_source"] = shard_source
+    manifest_lock = threading.Lock()  # written by the finishing thread and, at the end, by this one
 
     def write_manifest() -> None:
         from ..io import write_bytes_atomic
 
-        doc = {"parameters": params, "entries": [e.row() for e in entries]}
-        write_bytes_atomic(manifest, json.dumps(json_safe(doc), indent=2).encode(), overwrite=True)
+        with manifest_lock:
+            doc = {"parameters": params, "entries": [e.row() for e in entries]}
+            write_bytes_atomic(manifest, json.dumps(json_safe(doc), indent=2).encode(), overwrite=True)
 
-    bundle = load_model(model, str(device)) if todo else None
+    bundle = load_model(model, _local_device(str(device))) if todo else None
     if bundle is not None:
         check_mode(bundle, mode)
         check_sample_config(job.sample, bundle)
@@ -479,19 +535,27 @@ def batch_cli(
             if first_page is not None and first_page in todo:
                 # Chapter mode: the first page first, alone; its result is the others' reference.
                 todo.remove(first_page)
-                _run_chunk([first_page], job, bundle)
+                _finish_chunk(_sample_chunk([first_page], job, bundle), job)
                 progress.advance(task, 1)
                 write_manifest()
                 _chapter_ready(first_page, entries)
                 todo = [e for e in todo if e.status == "pending"]
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start : start + batch_size]
-                _run_chunk(chunk, job, bundle)
+
+            def chunk_done(chunk: list[Entry]) -> None:
                 progress.advance(task, len(chunk))
                 write_manifest()
+
+            chunks = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+            _run_chunks(chunks, job, bundle, chunk_done)
     finally:
         # Whatever happens (an interruption, a bug), what was done is on record.
         write_manifest()
+    if shard_n > 1 and all(e.status != "pending" for e in entries):
+        try:  # the last shard to finish writes the whole run's manifest
+            merged, _ = merge_manifests(output_dir)
+            _info(f"every shard of {shard_n} is done: merged their manifests into {merged}")
+        except SketchcolorError:
+            pass
     counts = {s: sum(e.status == s for e in entries) for s in ("done", "skipped", "failed")}
     failed = [e for e in entries if e.status == "failed"]
     for e in failed[:SHOWN_FAILURES]:
@@ -557,63 +621,169 @@ def _failure(exc: BaseException) -> str:
     return failure_text(exc)
 
 
-def _run_chunk(chunk: list[Entry], job: Any, bundle: Any) -> None:
-    """Colourise one chunk; any failure of one file is recorded and never stops the others.
+#: Chunks whose network work may be done ahead of the chunk being finished (composed and
+#: written) on another thread; 0 runs the chunks one after another.
+PIPELINE_DEPTH = 1
 
-    Outputs of a chunk are replaced: the chunk holds only files whose outputs were incomplete or
-    whose rerun was asked for with --overwrite. An item's ``seconds`` is its own reading and
-    writing plus its share of the chunk's sampling time.
+
+@dataclasses.dataclass
+class _Ready:
+    """One item of a sampled chunk: its inputs, where its results are, and its time so far."""
+
+    entry: Entry
+    inputs: Inputs
+    seconds: float  # reading + its share of the chunk's sampling
+    batch: Any  # pipeline.SampledBatch
+    first: int  # index of its first sample in ``batch``
+
+
+def _sample_chunk(chunk: list[Entry], job: Any, bundle: Any) -> list[_Ready]:
+    """Read a chunk's inputs and run the network on them; any failure of one file is recorded.
+
+    A chunk that fails as a whole is sampled again item by item to find the culprit.
     """
-    from ..pipeline import colorize_batch
+    from ..pipeline import sample_batch
 
-    ready: list[tuple[Entry, Inputs, float]] = []
+    loaded: list[tuple[Entry, Inputs, float]] = []
     for e in chunk:
         t0 = time.perf_counter()
         try:
-            ready.append(
+            loaded.append(
                 (e, load_inputs(e.input, job, tuple(e.hints), e.reference), time.perf_counter() - t0)
             )
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
             e.status, e.error = "failed", _failure(exc)
-    if not ready:
-        return
     n = job.num_samples
-    t0 = time.perf_counter()
-    try:
-        results = colorize_batch(
-            [r[1].sketch_rgb for r in ready for _ in range(n)],
-            [r[1].layer for r in ready for _ in range(n)],
+
+    def sample(items: list[tuple[Entry, Inputs, float]]) -> Any:
+        return sample_batch(
+            [r[1].sketch_rgb for r in items for _ in range(n)],
+            [r[1].layer for r in items for _ in range(n)],
             bundle,
             job.sample,
-            [r[0].seed + j for r in ready for j in range(n)],
+            [r[0].seed + j for r in items for j in range(n)],
             flat=job.flat,
             hint_regions=job.hint_regions,
             keep_flats=job.save_flats,
-            references=[r[1].reference for r in ready for _ in range(n)],
+            references=[r[1].reference for r in items for _ in range(n)],
         )
-    except Exception as exc:  # noqa: BLE001 - find the culprit, finish the others
-        if len(ready) == 1:
-            ready[0][0].status, ready[0][0].error = "failed", _failure(exc)
-            return
-        for e, *_ in ready:
-            _run_chunk([e], job, bundle)
-        return
-    share = (time.perf_counter() - t0) / len(ready)
-    for k, (e, inputs, load_s) in enumerate(ready):
+
+    groups = [loaded] if len(loaded) > 1 else []
+    groups_single = [[r] for r in loaded]
+    ready: list[_Ready] = []
+    for attempt in (groups, groups_single):
+        for items in attempt:
+            t0 = time.perf_counter()
+            try:
+                batch = sample(items)
+            except Exception as exc:  # noqa: BLE001 - find the culprit, finish the others
+                if len(items) == 1:
+                    items[0][0].status, items[0][0].error = "failed", _failure(exc)
+                continue
+            share = (time.perf_counter() - t0) / len(items)
+            ready += [
+                _Ready(e, inputs, load_s + share, batch, k * n) for k, (e, inputs, load_s) in enumerate(items)
+            ]
+        if ready:
+            break
+    return ready
+
+
+def _finish_chunk(ready: list[_Ready], job: Any) -> None:
+    """Compose and write a sampled chunk's items, one per thread; a failure is that item's alone."""
+    from ..compose import compose_threads, parallel_map
+
+    n = job.num_samples
+    threads = compose_threads()
+    inner = 1 if len(ready) > 1 else threads  # items in parallel, or one item's bands in parallel
+
+    def finish(r: _Ready) -> None:
+        e = r.entry
         t1 = time.perf_counter()
-        group = results[k * n : (k + 1) * n]
-        merged = dataclasses.replace(
-            group[0],
-            images=[r.image for r in group],
-            flats=[f for r in group for f in r.flats],
-            records=[{**r.record, "sample_index": j, "num_samples": n} for j, r in enumerate(group)],
-        )
         try:
-            base = base_record(inputs, job, tuple(e.hints))
+            group = [r.batch.finish(r.first + j, threads=inner) for j in range(n)]
+            merged = dataclasses.replace(
+                group[0],
+                images=[g.image for g in group],
+                flats=[f for g in group for f in g.flats],
+                records=[{**g.record, "sample_index": j, "num_samples": n} for j, g in enumerate(group)],
+            )
+            base = base_record(r.inputs, job, tuple(e.hints))
             written = save_outputs(merged, e.output, job, base, overwrite=True)
-        except Exception as exc:  # noqa: BLE001 - one unwritable output must not stop the batch
+        except Exception as exc:  # noqa: BLE001 - one failing item must not stop the batch
             e.status, e.error = "failed", _failure(exc)
-            continue
+            return
         e.status = "done"
         e.outputs = [w["output"] for w in written]
-        e.seconds = round(load_s + share + time.perf_counter() - t1, 3)
+        e.seconds = round(r.seconds + time.perf_counter() - t1, 3)
+
+    parallel_map(finish, ready, threads)
+
+
+def _run_chunk(chunk: list[Entry], job: Any, bundle: Any) -> None:
+    """Colourise one chunk from start to end (reading, network, composition, writing)."""
+    _finish_chunk(_sample_chunk(chunk, job, bundle), job)
+
+
+def _run_chunks(
+    chunks: list[list[Entry]], job: Any, bundle: Any, done: Callable[[list[Entry]], None]
+) -> None:
+    """Colourise the chunks in order, the network of one overlapping the composition of the last.
+
+    A small pipeline: this thread reads and samples chunk k+1 while a finishing thread composes and
+    writes chunk k (on every core: :func:`_finish_chunk`), with at most :data:`PIPELINE_DEPTH` sampled chunks waiting (a bounded queue,
+    so memory stays bounded). Every item gets exactly what the sequential loop gives it: the same
+    chunks go through the network together, and composition does not depend on threads.
+    ``done(chunk)`` is called (on the finishing thread) after each chunk.
+    """
+    if PIPELINE_DEPTH <= 0:
+        for chunk in chunks:
+            _run_chunk(chunk, job, bundle)
+            done(chunk)
+        return
+    waiting: queue.Queue[tuple[list[Entry], list[_Ready]] | None] = queue.Queue(maxsize=PIPELINE_DEPTH)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def finisher() -> None:
+        while (item := waiting.get()) is not None:
+            if stop.is_set():
+                continue  # after a failure here, what is not finished stays pending
+            try:
+                _finish_chunk(item[1], job)
+                done(item[0])
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
+                failures.append(exc)
+                stop.set()
+
+    thread = threading.Thread(target=finisher, name="sketchcolor-batch-finish", daemon=True)
+    thread.start()
+    try:
+        for chunk in chunks:
+            if stop.is_set():
+                break
+            waiting.put((chunk, _sample_chunk(chunk, job, bundle)))  # waits while the finisher is behind
+    finally:
+        # Interrupted or not, chunks already through the network are finished (at most
+        # PIPELINE_DEPTH + 1 of them): their work is not thrown away.
+        waiting.put(None)
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
+def _local_device(device: str) -> str:
+    """Under torchrun on a machine with several GPUs, process ``LOCAL_RANK`` takes ``cuda:LOCAL_RANK``."""
+    local = os.environ.get("LOCAL_RANK")
+    if local is None or device not in ("auto", "cuda"):
+        return device
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count > 1:
+        return f"cuda:{int(local) % count}"
+    return device
+
+
+def _info(text: str) -> None:
+    stderr.print(f"sketchcolor: info: {text}", highlight=False, soft_wrap=True, markup=False)
