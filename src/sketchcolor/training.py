@@ -2,7 +2,7 @@
 
 Owns: building the model, optimiser, EMA and data stream from a :class:`TrainConfig`; the
 optimisation step (AdamW, warm-up and cosine decay, gradient accumulation and clipping, mixed
-precision on CUDA); resumable checkpoints written atomically; the validation loss; sample grids;
+precision); resumable checkpoints written atomically; the validation loss; sample grids;
 DistributedDataParallel under ``torchrun``.
 
 Run folder layout::
@@ -48,7 +48,7 @@ from .conditioning import Conditioning, ModelCond, hints_to_lab
 from .config import SampleConfig, TrainConfig, dumps_toml, load_config_file, to_dict
 from .data import PreparedData, StreamSampler, TrainingSet, item_seed, prepare_data, split_indices
 from .denoiser import Denoiser
-from .device import pin_memory_ok, resolve_device
+from .device import pin_memory_ok, resolve_device, train_autocast_dtype
 from .errors import CheckpointError, DataError, SketchcolorError
 from .io import atomic_write, save_image, tensor_to_image
 from .models.unet import UNet
@@ -129,12 +129,8 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 
 
 def _precision(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    p = config.optim.precision
-    if p == "fp32" or (p == "auto" and device.type != "cuda"):
-        return None
-    if p == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if p == "bf16" else torch.float16
+    """Autocast dtype of the training step (None: fp32); see :func:`~sketchcolor.device.train_autocast_dtype`."""
+    return train_autocast_dtype(config.optim.precision, device)
 
 
 def checkpoints_in(run_dir: Path) -> list[Path]:

@@ -1,0 +1,97 @@
+"""Training-speed options (issue 14): CPU bf16 detection, fused AdamW, torch.compile, data workers.
+
+No timings are asserted: each test checks that an option does what it says (the dtype chosen,
+the kernel used after a resume, plain weight names, identical streams), and fails without it.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sketchcolor import device as device_mod
+from sketchcolor import training
+from sketchcolor.config import TrainConfig, apply_overrides
+from sketchcolor.training import _precision, train
+
+from .conftest import tiny_train_config, write_dataset
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_dataset(tmp_path / "pictures", 12)
+
+
+def losses(run: Path) -> dict[int, float]:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in lines if "loss" in r}
+
+
+# ----------------------------------------------------------------------------------------------
+# optim.precision = "auto" on the CPU
+# ----------------------------------------------------------------------------------------------
+
+
+def _probes(monkeypatch, *, machine="x86_64", mkldnn=True, avx512_bf16=False, amx=False):
+    monkeypatch.setattr(device_mod.platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: mkldnn)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+
+
+@pytest.mark.parametrize(
+    ("probes", "native"),
+    [
+        ({"avx512_bf16": True}, True),
+        ({"amx": True}, True),
+        ({}, False),  # AVX-512 without BF16: oneDNN emulates bfloat16, slower than fp32
+        ({"mkldnn": False, "avx512_bf16": True}, False),
+        ({"machine": "aarch64"}, True),  # oneDNN says yes on Arm only with the BF16 instructions
+        ({"machine": "aarch64", "mkldnn": False}, False),
+    ],
+)
+def test_cpu_bf16_native_reads_the_probes(monkeypatch, probes, native):
+    _probes(monkeypatch, **probes)
+    assert device_mod.cpu_bf16_native() is native
+
+
+def test_cpu_bf16_native_is_false_when_a_probe_fails(monkeypatch):
+    _probes(monkeypatch, avx512_bf16=True)
+
+    def broken():
+        raise RuntimeError("unknown build")
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", broken)
+    assert device_mod.cpu_bf16_native() is False
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert device_mod.cpu_bf16_native() is False
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_uses_bf16_on_cpus_with_native_bf16(monkeypatch, native):
+    monkeypatch.setattr(device_mod, "cpu_bf16_native", lambda: native)
+    config = TrainConfig()
+    assert config.optim.precision == "auto"
+    assert _precision(config, CPU) == (torch.bfloat16 if native else None)
+    assert _precision(config, torch.device("mps")) is None  # MPS stays fp32 either way
+    forced = {p: _precision(apply_overrides(config, {"optim.precision": p}), CPU) for p in ("fp32", "bf16")}
+    assert forced == {"fp32": None, "bf16": torch.bfloat16}
+    # The inference dtype is not changed by this.
+    assert device_mod.autocast_dtype(CPU) is None
+
+
+def test_auto_precision_reaches_the_training_step(tmp_path, data, monkeypatch):
+    monkeypatch.setattr(device_mod, "cpu_bf16_native", lambda: True)
+    seen = []
+    original = training.Denoiser.loss
+
+    def spy(self, x0, *args, **kwargs):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return original(self, x0, *args, **kwargs)
+
+    monkeypatch.setattr(training.Denoiser, "loss", spy)
+    list(train(tiny_train_config(data, tmp_path, **{"optim.steps": 1, "data.val_count": 0}), tmp_path / "r"))
+    assert seen == [torch.bfloat16]
