@@ -12,7 +12,8 @@ import torch
 
 from sketchcolor import device as device_mod
 from sketchcolor import training
-from sketchcolor.config import TrainConfig, apply_overrides
+from sketchcolor.config import TrainConfig, apply_overrides, dumps_toml, to_dict
+from sketchcolor.errors import ConfigError
 from sketchcolor.training import _precision, train
 
 from .conftest import tiny_train_config, write_dataset
@@ -95,3 +96,59 @@ def test_auto_precision_reaches_the_training_step(tmp_path, data, monkeypatch):
     monkeypatch.setattr(training.Denoiser, "loss", spy)
     list(train(tiny_train_config(data, tmp_path, **{"optim.steps": 1, "data.val_count": 0}), tmp_path / "r"))
     assert seen == [torch.bfloat16]
+
+
+# ----------------------------------------------------------------------------------------------
+# optim.fused
+# ----------------------------------------------------------------------------------------------
+
+
+def test_fused_setting_is_strict():
+    for value, expected in (("auto", "auto"), ("true", True), ("false", False)):
+        assert apply_overrides(TrainConfig(), {"optim.fused": value}).optim.fused == expected
+    for bad in ("1", '"yes"', '"true"'):
+        with pytest.raises(ConfigError, match="optim.fused"):
+            apply_overrides(TrainConfig(), {"optim.fused": bad})
+    assert 'fused = "auto"' in dumps_toml(to_dict(TrainConfig()))
+
+
+def test_fused_true_where_unsupported_is_an_error(tmp_path, data, monkeypatch):
+    monkeypatch.setattr(training, "fused_adamw_ok", lambda device: False)
+    config = tiny_train_config(data, tmp_path, **{"optim.fused": True})
+    with pytest.raises(ConfigError, match="optim.fused = true: .* no fused AdamW for device 'cpu'"):
+        list(train(config, tmp_path / "run"))
+    # auto quietly uses the default kernel there.
+    assert not training._use_fused(apply_overrides(config, {"optim.fused": "auto"}), CPU)
+
+
+def _optimizer_after_set_up(config, run: Path, resume: bool) -> torch.optim.Optimizer:
+    built = training._set_up(config, run, resume=resume, init_from=None, recipe="", on_prepare=None)
+    return built.optimizer
+
+
+@pytest.mark.parametrize(("first", "then"), [(False, True), (True, False)])
+def test_resume_with_another_fused_setting(tmp_path, data, first, then):
+    assert device_mod.fused_adamw_ok(CPU), "this torch has no CPU fused AdamW"
+    common = {"optim.precision": "fp32", "data.val_count": 0}
+    run = tmp_path / "run"
+    list(train(tiny_train_config(data, tmp_path, **common, **{"optim.steps": 2, "optim.fused": first}), run))
+    assert _optimizer_after_set_up(
+        tiny_train_config(data, tmp_path, **common, **{"optim.fused": first}), tmp_path / "fresh", False
+    ).param_groups[0]["fused"] is (True if first else None)
+
+    resumed = tiny_train_config(data, tmp_path, **common, **{"optim.steps": 4, "optim.fused": then})
+    optimizer = _optimizer_after_set_up(resumed, run, True)
+    # This run's kernel, not the saved one, and the saved moments.
+    assert optimizer.param_groups[0]["fused"] is (True if then else None)
+    states = list(optimizer.state.values())
+    assert all(float(s["step"]) == 2.0 and s["step"].device.type == "cpu" for s in states)
+    assert sum(float(s["exp_avg"].abs().sum()) for s in states) > 0
+    infos = list(train(resumed, run, resume=True))
+    assert [i.step for i in infos] == [3, 4]
+
+    # The same four steps uninterrupted with the resumed setting: the kernels agree to rounding.
+    ref = tmp_path / "ref"
+    list(train(tiny_train_config(data, tmp_path, **common, **{"optim.steps": 4, "optim.fused": then}), ref))
+    got, want = losses(run), losses(ref)
+    assert sorted(got) == [1, 2, 3, 4]
+    assert got[3] == pytest.approx(want[3], rel=1e-4) and got[4] == pytest.approx(want[4], rel=1e-4)

@@ -526,6 +526,7 @@ def check_seed(seed: int, what: str = "seed") -> int:
 
 DataFormat = Literal["auto", "images", "paired", "parquet"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+FusedChoice = Literal["auto", True, False]
 LrDecay = Literal["constant", "cosine"]
 ExportDtype = Literal["float32", "float16"]
 
@@ -755,6 +756,11 @@ class OptimConfig:
             justified by the throughput table and the fp32-against-bf16 validation-loss A/B of
             docs/training.md ("bf16 against fp32 (A/B)"), whose fp32 leg is still to be measured.
             Autocast only: weights, optimiser state and EMA stay fp32.
+        fused: Fused AdamW kernel (``torch.optim.AdamW(fused=True)``): ``auto`` uses it where this
+            torch has one for the device (CUDA; the CPU in recent torch), ``true`` insists (an
+            error where unsupported), ``false`` keeps torch's default kernel (foreach on CUDA,
+            one tensor at a time on the CPU). The optimiser state is the same either way, so a
+            run may be resumed with another setting (which it then uses).
     """
 
     steps: int = 10_000
@@ -770,8 +776,13 @@ class OptimConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     precision: Precision = "auto"
+    fused: FusedChoice = "auto"
 
     def __post_init__(self) -> None:
+        _check(
+            self.fused == "auto" or isinstance(self.fused, bool),
+            f"optim.fused must be 'auto', true or false, got {self.fused!r}",
+        )
         _check(self.steps >= 1, "optim.steps must be >= 1")
         _check(self.batch_size >= 1, "optim.batch_size must be >= 1")
         _check(self.grad_accum >= 1, "optim.grad_accum must be >= 1")

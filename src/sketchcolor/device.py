@@ -1,8 +1,8 @@
 """Compute device selection: CUDA, then Apple MPS, then the CPU.
 
 Owns: turning a user's ``--device`` choice into a ``torch.device``, and the per-device choices
-that follow from it: autocast dtype (inference and training) and pinned memory. Imports only
-:mod:`sketchcolor.errors`.
+that follow from it: autocast dtype (inference and training), pinned memory and fused AdamW.
+Imports only :mod:`sketchcolor.errors`.
 """
 
 from __future__ import annotations
@@ -128,6 +128,20 @@ def train_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | 
     if device.type == "cpu" and cpu_bf16_native():
         return torch.bfloat16
     return None
+
+
+def fused_adamw_ok(device: torch.device) -> bool:
+    """Whether this torch has a fused AdamW kernel for ``device`` (``AdamW(fused=True)``).
+
+    CUDA has had one since torch 2.0, the CPU since about 2.4; older builds, or builds without
+    the internal list this reads, answer for CUDA only.
+    """
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        return device.type in _get_fused_kernels_supported_devices()
+    except Exception:  # noqa: BLE001 - an unknown build
+        return device.type == "cuda"
 
 
 @contextlib.contextmanager

@@ -1,9 +1,9 @@
 """The training loop, as a generator of step records (the caller decides what to show).
 
 Owns: building the model, optimiser, EMA and data stream from a :class:`TrainConfig`; the
-optimisation step (AdamW, warm-up and cosine decay, gradient accumulation and clipping, mixed
-precision); resumable checkpoints written atomically; the validation loss; sample grids;
-DistributedDataParallel under ``torchrun``.
+optimisation step (AdamW, fused where available, warm-up and cosine decay, gradient accumulation
+and clipping, mixed precision); resumable checkpoints written atomically; the validation loss;
+sample grids; DistributedDataParallel under ``torchrun``.
 
 Run folder layout::
 
@@ -48,8 +48,8 @@ from .conditioning import Conditioning, ModelCond, hints_to_lab
 from .config import SampleConfig, TrainConfig, dumps_toml, load_config_file, to_dict
 from .data import PreparedData, StreamSampler, TrainingSet, item_seed, prepare_data, split_indices
 from .denoiser import Denoiser
-from .device import pin_memory_ok, resolve_device, train_autocast_dtype
-from .errors import CheckpointError, DataError, SketchcolorError
+from .device import fused_adamw_ok, pin_memory_ok, resolve_device, train_autocast_dtype
+from .errors import CheckpointError, ConfigError, DataError, SketchcolorError
 from .io import atomic_write, save_image, tensor_to_image
 from .models.unet import UNet
 from .pipeline import sample
@@ -131,6 +131,32 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 def _precision(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     """Autocast dtype of the training step (None: fp32); see :func:`~sketchcolor.device.train_autocast_dtype`."""
     return train_autocast_dtype(config.optim.precision, device)
+
+
+def _use_fused(config: TrainConfig, device: torch.device) -> bool:
+    """Whether AdamW runs its fused kernel (``optim.fused``).
+
+    Raises:
+        ConfigError: ``optim.fused = true`` on a device this torch has no fused AdamW for.
+    """
+    choice = config.optim.fused
+    if choice == "auto":
+        return fused_adamw_ok(device)
+    if choice and not fused_adamw_ok(device):
+        raise ConfigError(
+            f"optim.fused = true: torch {torch.__version__} has no fused AdamW for device '{device.type}'",
+            hint='set optim.fused = "auto" or false',
+        )
+    return bool(choice)
+
+
+def _make_optimizer(model: nn.Module, config: TrainConfig, fused: bool) -> torch.optim.Optimizer:
+    """AdamW over ``model``'s parameters; ``fused=False`` keeps torch's default kernel choice."""
+    o = config.optim
+    return torch.optim.AdamW(
+        model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay,
+        fused=True if fused else None,
+    )  # fmt: skip
 
 
 def checkpoints_in(run_dir: Path) -> list[Path]:
@@ -380,10 +406,8 @@ def _set_up(
     model.to(device).to(memory_format=memory_format)
     schedule = NoiseSchedule(model_cfg.schedule)
     ema = _EMA(model, config.optim.ema_decay)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.optim.lr, betas=(config.optim.beta1, config.optim.beta2),
-        weight_decay=config.optim.weight_decay,
-    )  # fmt: skip
+    fused = _use_fused(config, device)
+    optimizer = _make_optimizer(model, config, fused)
     amp_dtype = _precision(config, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     start_step, best_val = 0, math.inf
@@ -636,6 +660,27 @@ def _save(run: _Run, step: int, is_best: bool) -> Path:
     return folder
 
 
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Load AdamW's state saved by a run with any ``optim.fused`` setting into this one.
+
+    The moments are the same tensors for every kernel, but ``load_state_dict`` would also bring
+    back the saved run's kernel choice (``fused``/``foreach`` of its parameter groups): this
+    run's setting is put back, and each ``step`` counter is moved to where this kernel keeps it
+    (the parameter's device for the fused kernel, the CPU otherwise), as a fresh optimiser would.
+    """
+    kernels = [(g.get("fused"), g.get("foreach")) for g in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, (fused, foreach) in zip(optimizer.param_groups, kernels, strict=True):
+        group["fused"], group["foreach"] = fused, foreach
+        for p in group["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            if isinstance(step, torch.Tensor):
+                on_device = bool(fused or group.get("capturable"))
+                optimizer.state[p]["step"] = (
+                    step.to(device=p.device, dtype=torch.float32) if on_device else step.to("cpu")
+                )
+
+
 def _load_state(
     folder: Path,
     model: nn.Module,
@@ -656,7 +701,7 @@ def _load_state(
         raise CheckpointError(
             f"{folder}: checkpoint of another architecture than the run's config ({exc.message.split(': ', 1)[-1]})"
         ) from None
-    optimizer.load_state_dict(state["optimizer"])
+    _load_optimizer_state(optimizer, state["optimizer"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     return int(state["step"]), float(state["best_val"])
