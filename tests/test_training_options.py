@@ -5,16 +5,22 @@ the kernel used after a resume, plain weight names, identical streams), and fail
 """
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
+from torch import nn
 
 from sketchcolor import device as device_mod
 from sketchcolor import training
+from sketchcolor.checkpoint import load_checkpoint
+from sketchcolor.cli import main
 from sketchcolor.config import TrainConfig, apply_overrides, dumps_toml, to_dict
 from sketchcolor.errors import ConfigError
-from sketchcolor.training import _precision, train
+from sketchcolor.models.unet import UNet
+from sketchcolor.training import _precision, checkpoints_in, train
 
 from .conftest import tiny_train_config, write_dataset
 
@@ -152,3 +158,120 @@ def test_resume_with_another_fused_setting(tmp_path, data, first, then):
     got, want = losses(run), losses(ref)
     assert sorted(got) == [1, 2, 3, 4]
     assert got[3] == pytest.approx(want[3], rel=1e-4) and got[4] == pytest.approx(want[4], rel=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# run.compile
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_plain_checkpoint(run: Path, config: TrainConfig) -> None:
+    bundle = load_checkpoint(run / "last.safetensors")  # strict: unexpected names would raise
+    assert not any("_orig_mod" in k for k in load_file(run / "last.safetensors"))
+    state = torch.load(checkpoints_in(run)[-1] / training.STATE_FILE, weights_only=True)
+    for key in ("model", "ema"):
+        assert not any("_orig_mod" in k for k in state[key])
+        UNet(config.model.model).load_state_dict(state[key])  # strict
+    assert bundle.metadata["step"] == str(config.optim.steps)
+
+
+def test_compile_wraps_the_step_and_saves_plain_names(tmp_path, data, monkeypatch):
+    compiled = []
+    real = torch.compile
+
+    def eager_compile(model, **kwargs):  # dynamo tracing without inductor's C++ build: fast
+        compiled.append(type(model).__name__)
+        return real(model, backend="eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    common = {"optim.steps": 3, "data.val_count": 0, "optim.precision": "fp32"}
+    config = tiny_train_config(data, tmp_path, **common, **{"run.compile": True})
+    infos = list(train(config, tmp_path / "compiled"))
+    assert compiled == ["UNet"] and len(infos) == 3
+    _check_plain_checkpoint(tmp_path / "compiled", config)
+    list(train(tiny_train_config(data, tmp_path, **common), tmp_path / "eager"))
+    a, b = losses(tmp_path / "compiled"), losses(tmp_path / "eager")
+    assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_compiled_runs_keep_an_empty_reference_and_get_the_same_loss():
+    """With run.compile a batch without references still passes the (all-absent) reference, so
+    the compiled network keeps one graph; the presence flags make that exactly the same loss."""
+    from sketchcolor.config import ConditioningConfig
+    from sketchcolor.denoiser import Denoiser
+    from sketchcolor.schedules import NoiseSchedule
+
+    from .conftest import random_model, tiny_config
+
+    config = tiny_config(conditioning=ConditioningConfig(reference=True, reference_size=16))
+    model = random_model(config)
+    gen = torch.Generator().manual_seed(0)
+    n, r = 3, config.resolution
+    batch = {
+        "cond": torch.rand((n, config.model.cond_channels, r, r), generator=gen),
+        "reference": torch.cat([torch.rand((n, 3, 16, 16), generator=gen), torch.zeros((n, 1, 16, 16))], 1),
+    }
+    skipped = training._batch_cond(batch, CPU, torch.contiguous_format)
+    kept = training._batch_cond(batch, CPU, torch.contiguous_format, skip_empty_reference=False)
+    assert skipped.reference is None and kept.reference is not None
+    denoiser = Denoiser(model, NoiseSchedule(config.schedule), config.prediction)
+    x0 = torch.randn((n, 3, r, r), generator=gen)
+    noise = torch.randn((n, 3, r, r), generator=gen)
+    t = torch.tensor([0, 500, 999])
+    assert torch.equal(denoiser.loss(x0, t, noise, skipped), denoiser.loss(x0, t, noise, kept))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("SKETCHCOLOR_INDUCTOR_TESTS") != "1",
+    reason="builds C++ with inductor (about 2 min on 2 busy cores); SKETCHCOLOR_INDUCTOR_TESTS=1 runs it",
+)
+def test_compile_with_inductor_on_cpu(tmp_path, data):
+    """The real thing: inductor builds C++ kernels for the CPU, with bf16 autocast where native."""
+    problem = device_mod.torch_compile_problem(CPU)
+    if problem is not None:
+        pytest.skip(problem)
+    config = tiny_train_config(data, tmp_path, **{"optim.steps": 2, "data.val_count": 0, "run.compile": True})
+    infos = list(train(config, tmp_path / "run"))
+    assert all(torch.isfinite(torch.tensor(i.loss)) for i in infos)
+    _check_plain_checkpoint(tmp_path / "run", config)
+
+
+def test_compile_without_a_compiler_is_a_one_line_error(tmp_path, data, monkeypatch, capsys):
+    import torch._inductor.cpp_builder as cpp_builder
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    def no_compiler():
+        raise InvalidCxxCompiler()
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
+    assert "needs a C++ compiler" in device_mod.torch_compile_problem(CPU)
+    config = tiny_train_config(data, tmp_path, **{"run.compile": True})
+    with pytest.raises(
+        ConfigError, match="run.compile = true: torch.compile on the CPU needs a C\\+\\+ compiler"
+    ):
+        list(train(config, tmp_path / "run"))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(dumps_toml(to_dict(config)))
+    assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "cli"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "needs a C++ compiler" in err and "run.compile = false" in err and "Traceback" not in err
+
+
+def test_compile_failing_at_run_time_is_a_one_line_error(tmp_path, data, monkeypatch):
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    class Broken(nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self._orig_mod = model
+
+        def forward(self, *args, **kwargs):
+            raise InvalidCxxCompiler("g++ broke")
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: Broken(model))
+    config = tiny_train_config(data, tmp_path, **{"run.compile": True})
+    with pytest.raises(ConfigError, match="torch.compile failed at step 1 .*g\\+\\+ broke"):
+        list(train(config, tmp_path / "run"))
+    # Without run.compile, the same kind of exception is not relabelled.
+    assert training._compile_failure(ValueError("x"), 0) is None

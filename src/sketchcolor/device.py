@@ -1,8 +1,8 @@
 """Compute device selection: CUDA, then Apple MPS, then the CPU.
 
 Owns: turning a user's ``--device`` choice into a ``torch.device``, and the per-device choices
-that follow from it: autocast dtype (inference and training), pinned memory and fused AdamW.
-Imports only :mod:`sketchcolor.errors`.
+that follow from it: autocast dtype (inference and training), pinned memory, fused AdamW, and
+whether ``torch.compile`` can work here. Imports only :mod:`sketchcolor.errors`.
 """
 
 from __future__ import annotations
@@ -142,6 +142,44 @@ def fused_adamw_ok(device: torch.device) -> bool:
         return device.type in _get_fused_kernels_supported_devices()
     except Exception:  # noqa: BLE001 - an unknown build
         return device.type == "cuda"
+
+
+def torch_compile_problem(device: torch.device) -> str | None:
+    """Why ``torch.compile`` (the inductor backend) cannot work on ``device`` here, or None.
+
+    Inductor writes and builds C++ for the CPU, so it needs a C++ compiler (``$CXX``, else g++ or
+    clang++ on the PATH); on CUDA it needs Triton. Checked before training so a run fails at
+    once with a message, not after its data is prepared.
+    """
+    try:
+        import torch._dynamo
+
+        if not torch._dynamo.is_dynamo_supported():
+            return f"torch.compile is not supported with this Python and torch {torch.__version__}"
+    except Exception as exc:  # noqa: BLE001
+        return f"torch.compile is not available in this torch build ({type(exc).__name__})"
+    if device.type == "cuda":
+        try:
+            from torch.utils._triton import has_triton
+
+            if not has_triton():
+                return "torch.compile on CUDA needs Triton, which is not installed"
+        except ImportError:
+            pass
+        return None
+    if device.type == "cpu":
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+
+            get_cpp_compiler()
+        except ImportError:
+            return None  # an older torch: let compilation itself tell
+        except Exception:  # noqa: BLE001 - InvalidCxxCompiler and the like
+            return (
+                "torch.compile on the CPU needs a C++ compiler and none was found "
+                "(install g++ or clang++, or point $CXX at one)"
+            )
+    return None
 
 
 @contextlib.contextmanager

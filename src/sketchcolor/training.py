@@ -2,8 +2,8 @@
 
 Owns: building the model, optimiser, EMA and data stream from a :class:`TrainConfig`; the
 optimisation step (AdamW, fused where available, warm-up and cosine decay, gradient accumulation
-and clipping, mixed precision); resumable checkpoints written atomically; the validation loss;
-sample grids; DistributedDataParallel under ``torchrun``.
+and clipping, mixed precision, optional ``torch.compile``); resumable checkpoints written
+atomically; the validation loss; sample grids; DistributedDataParallel under ``torchrun``.
 
 Run folder layout::
 
@@ -48,7 +48,13 @@ from .conditioning import Conditioning, ModelCond, hints_to_lab
 from .config import SampleConfig, TrainConfig, dumps_toml, load_config_file, to_dict
 from .data import PreparedData, StreamSampler, TrainingSet, item_seed, prepare_data, split_indices
 from .denoiser import Denoiser
-from .device import fused_adamw_ok, pin_memory_ok, resolve_device, train_autocast_dtype
+from .device import (
+    fused_adamw_ok,
+    pin_memory_ok,
+    resolve_device,
+    torch_compile_problem,
+    train_autocast_dtype,
+)
 from .errors import CheckpointError, ConfigError, DataError, SketchcolorError
 from .io import atomic_write, save_image, tensor_to_image
 from .models.unet import UNet
@@ -157,6 +163,31 @@ def _make_optimizer(model: nn.Module, config: TrainConfig, fused: bool) -> torch
         model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay,
         fused=True if fused else None,
     )  # fmt: skip
+
+
+def _compile(model: nn.Module, device: torch.device) -> nn.Module:
+    """``torch.compile(model)`` for the optimisation step (``run.compile``).
+
+    Raises:
+        ConfigError: torch.compile cannot work here (no C++ compiler, no Triton, an unsupported
+            Python); failures during compilation itself are reported by :func:`_compile_failure`.
+    """
+    problem = torch_compile_problem(device)
+    if problem is not None:
+        raise ConfigError(f"run.compile = true: {problem}", hint="set run.compile = false")
+    return typing.cast(nn.Module, torch.compile(model))
+
+
+def _compile_failure(exc: BaseException, step: int) -> ConfigError | None:
+    """A one-line error for an exception raised by torch.compile's machinery, else None."""
+    module = type(exc).__module__ or ""
+    if not module.startswith(("torch._dynamo", "torch._inductor")):
+        return None
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return ConfigError(
+        f"run.compile = true: torch.compile failed at step {step + 1} ({type(exc).__name__}: {text[:200]})",
+        hint="set run.compile = false (e.g. --set run.compile=false); TORCH_LOGS=+dynamo shows why",
+    )
 
 
 def checkpoints_in(run_dir: Path) -> list[Path]:
@@ -417,6 +448,17 @@ def _set_up(
     if dist_info.world_size > 1:
         ddp_kwargs: dict[str, Any] = {"device_ids": [device.index]} if device.type == "cuda" else {}
         train_model = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
+    if config.run.compile:
+        # Only the optimisation step's forward (and so its backward) is compiled; weights are
+        # saved from ``model`` itself, so no ``_orig_mod.`` prefix reaches a file.
+        train_model = _compile(train_model, device)
+    if dist_info.main:
+        log.info(
+            "training on %s: %s autocast, %s AdamW, torch.compile %s, %s, %d data worker(s)",
+            device, "fp32 (no)" if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
+            "fused" if fused else "default", "on" if config.run.compile else "off",
+            "channels-last" if config.run.channels_last else "NCHW", config.run.num_workers,
+        )  # fmt: skip
 
     # Run folder (rank 0 alone writes).
     metrics_path = run_dir / "metrics.jsonl"
@@ -458,14 +500,23 @@ def _set_up(
 
 
 def _batch_cond(
-    batch: dict[str, torch.Tensor], device: torch.device, memory_format: torch.memory_format
+    batch: dict[str, torch.Tensor],
+    device: torch.device,
+    memory_format: torch.memory_format,
+    *,
+    skip_empty_reference: bool = True,
 ) -> ModelCond:
-    """The network's conditioning of a collated batch, on ``device``."""
+    """The network's conditioning of a collated batch, on ``device``.
+
+    A batch in which no item has a reference passes None (the encoder is skipped) unless
+    ``skip_empty_reference`` is False: a compiled network then keeps one graph, where None would
+    make torch.compile build a second one; the presence flags switch the path off exactly.
+    """
     non_blocking = device.type == "cuda"
     channels = batch["cond"].to(device, non_blocking=non_blocking).contiguous(memory_format=memory_format)
     reference = batch.get("reference")
     if reference is not None:
-        if not bool(reference[:, 3].any()):
+        if skip_empty_reference and not bool(reference[:, 3].any()):
             reference = None  # nobody in this batch has a reference: skip the encoder
         else:
             reference = reference.to(device, non_blocking=non_blocking).contiguous(
@@ -481,6 +532,7 @@ def _optimisation_step(run: _Run, step: int, lr: float) -> float:
 
     Raises:
         TrainingDiverged: The loss is NaN or infinite (nothing is saved).
+        ConfigError: ``run.compile`` is on and torch.compile failed.
     """
     config, device, memory_format = run.config, run.device, run.memory_format
     for group in run.optimizer.param_groups:
@@ -492,7 +544,7 @@ def _optimisation_step(run: _Run, step: int, lr: float) -> float:
     for m in range(config.optim.grad_accum):
         batch = next(run.batches)
         x0 = batch["x0"].to(device, non_blocking=non_blocking).contiguous(memory_format=memory_format)
-        cond = _batch_cond(batch, device, memory_format)
+        cond = _batch_cond(batch, device, memory_format, skip_empty_reference=not config.run.compile)
         gen = torch.Generator().manual_seed(item_seed(config.run.seed, 2, step, run.dist.rank, m))
         t = torch.randint(0, run.schedule.num_train_steps, (x0.shape[0],), generator=gen).to(device)
         noise = torch.randn(x0.shape, generator=gen).to(device, non_blocking=non_blocking)
@@ -504,10 +556,16 @@ def _optimisation_step(run: _Run, step: int, lr: float) -> float:
             if (last_micro or run.dist.world_size == 1)
             else typing.cast(nn.parallel.DistributedDataParallel, run.train_model).no_sync()
         )
-        with sync:
-            with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
-                loss = run.denoiser.loss(x0, t, noise, cond) / config.optim.grad_accum
-            (run.scaler.scale(loss) if run.scaler else loss).backward()
+        try:
+            with sync:
+                with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+                    loss = run.denoiser.loss(x0, t, noise, cond) / config.optim.grad_accum
+                (run.scaler.scale(loss) if run.scaler else loss).backward()
+        except Exception as exc:
+            failure = _compile_failure(exc, step) if config.run.compile else None
+            if failure is None:
+                raise
+            raise failure from None
         step_loss += loss.detach()
     if run.dist.world_size > 1:
         dist.all_reduce(step_loss)
