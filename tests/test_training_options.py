@@ -20,7 +20,7 @@ from sketchcolor.cli import main
 from sketchcolor.config import TrainConfig, apply_overrides, dumps_toml, to_dict
 from sketchcolor.errors import ConfigError
 from sketchcolor.models.unet import UNet
-from sketchcolor.training import _precision, checkpoints_in, train
+from sketchcolor.training import _data_loader, _precision, checkpoints_in, train
 
 from .conftest import tiny_train_config, write_dataset
 
@@ -275,3 +275,49 @@ def test_compile_failing_at_run_time_is_a_one_line_error(tmp_path, data, monkeyp
         list(train(config, tmp_path / "run"))
     # Without run.compile, the same kind of exception is not relabelled.
     assert training._compile_failure(ValueError("x"), 0) is None
+
+
+# ----------------------------------------------------------------------------------------------
+# Data loading: workers
+# ----------------------------------------------------------------------------------------------
+
+
+def test_workers_do_not_change_the_losses(tmp_path, data):
+    runs = {}
+    for workers in (0, 1):
+        config = tiny_train_config(
+            data, tmp_path, **{"optim.steps": 4, "data.val_count": 0, "run.num_workers": workers}
+        )
+        infos = list(train(config, tmp_path / f"w{workers}"))
+        assert all(i.data_wait > 0 for i in infos)
+        runs[workers] = losses(tmp_path / f"w{workers}")
+    assert runs[0] == runs[1]  # bit for bit
+
+
+class _WorkerSeeds(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, key):
+        info = torch.utils.data.get_worker_info()
+        return {"seed": torch.tensor(info.seed if info else -1), "draw": torch.rand(())}
+
+
+def test_loader_seeds_workers_from_the_run_seed(tmp_path):
+    from sketchcolor.data import StreamSampler
+
+    config = tiny_train_config(tmp_path, tmp_path, **{"run.num_workers": 1})
+
+    def first_batch(global_seed: int, run_seed: int):
+        torch.manual_seed(global_seed)
+        before = torch.get_rng_state()
+        cfg = apply_overrides(config, {"run.seed": run_seed})
+        loader = _data_loader(_WorkerSeeds(), StreamSampler(8, 2, run_seed), cfg, CPU, rank=0)
+        batch = next(iter(loader))
+        assert torch.equal(torch.get_rng_state(), before)  # the caller's generator is left alone
+        return int(batch["seed"][0]), batch["draw"].tolist()
+
+    seed_a, draws_a = first_batch(1, run_seed=0)
+    assert first_batch(2, run_seed=0) == (seed_a, draws_a)  # whatever the global state
+    assert first_batch(1, run_seed=5)[0] != seed_a
+    assert seed_a != -1

@@ -809,7 +809,8 @@ class RunConfig:
         sample_every: Save a sample grid PNG every this many steps (0 = never).
         sample_steps: DDIM steps of the sample grids.
         log_every: Append a metrics line every this many steps.
-        num_workers: Data-loading worker processes (0 = load in the training process).
+        num_workers: Data-loading worker processes (0 = load in the training process). Every
+            sample is drawn from its own seeded generator, so the losses do not depend on it.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         threads: CPU threads for torch (0 = torch's default).
         export_dtype: Precision of exported inference files (``last``, ``best``, ``step-N``).

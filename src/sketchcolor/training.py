@@ -85,6 +85,9 @@ class StepInfo:
         val_loss: Validation loss, when computed at this step.
         checkpoint: Folder of the checkpoint written at this step, if any.
         sample_grid: PNG written at this step, if any.
+        data_wait: Seconds this step waited for its micro-batches: the whole sample synthesis
+            (augmentation, line styles, hints, references) with ``run.num_workers = 0``, only the
+            hand-over from the workers otherwise.
     """
 
     step: int
@@ -96,6 +99,7 @@ class StepInfo:
     val_loss: float | None = None
     checkpoint: Path | None = None
     sample_grid: Path | None = None
+    data_wait: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,7 +322,7 @@ def train(
     window_losses: list[float] = []
     for step in range(run.start_step, config.optim.steps):
         lr = learning_rate(step, config)
-        loss_value = _optimisation_step(run, step, lr)
+        loss_value, data_wait = _optimisation_step(run, step, lr)
         done = step + 1
         now = time.perf_counter()
         recent = (recent + [(now, config.optim.batch_size * run.dist.world_size)])[-20:]
@@ -360,7 +364,7 @@ def train(
             if run.dist.world_size > 1:
                 dist.barrier()
         yield StepInfo(done, config.optim.steps, loss_value, lr, images_per_s, now - started, val_loss,
-                       checkpoint_dir, grid)  # fmt: skip
+                       checkpoint_dir, grid, data_wait)  # fmt: skip
     if run.tb is not None:
         run.tb.close()
 
@@ -484,18 +488,38 @@ def _set_up(
         len(train_idx), micro, config.run.seed, rank=dist_info.rank, world_size=dist_info.world_size,
         start=start_step * config.optim.grad_accum,
     )  # fmt: skip
-    workers = config.run.num_workers
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=workers, collate_fn=_collate,
-        pin_memory=pin_memory_ok(device), persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-    )  # fmt: skip
+    loader = _data_loader(dataset, sampler, config, device, dist_info.rank)
     return _Run(
         config=config, run_dir=run_dir, dist=dist_info, device=device, model=model, train_model=train_model,
         ema=ema, optimizer=optimizer, scaler=scaler, amp_dtype=amp_dtype, schedule=schedule,
         denoiser=Denoiser(train_model, schedule, model_cfg.prediction), memory_format=memory_format,
         prepared=prepared, dataset=dataset, val_set=val_set, batches=iter(loader), metrics_path=metrics_path,
         tb=tb, start_step=start_step, best_val=best_val, recipe=recipe,
+    )  # fmt: skip
+
+
+def _data_loader(
+    dataset: torch.utils.data.Dataset[Any],
+    sampler: torch.utils.data.Sampler[Any],
+    config: TrainConfig,
+    device: torch.device,
+    rank: int,
+) -> torch.utils.data.DataLoader[Any]:
+    """The loader of the training stream, with ``run.num_workers`` worker processes.
+
+    Samples never use a worker's global generator (each is drawn from its own generator seeded by
+    its key, see :class:`~sketchcolor.data.TrainingSet`), so the stream is the same with any number
+    of workers. The loader still gets an explicit generator seeded from (run seed, rank): the
+    workers' base seed then comes from it rather than from a draw on the caller's global
+    generator, so each worker's own torch, ``random`` and NumPy seeds are a fixed function of the
+    run too, and building the loader leaves the global generator alone.
+    """
+    workers = config.run.num_workers
+    generator = torch.Generator().manual_seed(item_seed(config.run.seed, 8, rank))
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=workers, collate_fn=_collate,
+        pin_memory=pin_memory_ok(device), persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None, generator=generator,
     )  # fmt: skip
 
 
@@ -525,10 +549,13 @@ def _batch_cond(
     return ModelCond(channels, reference)
 
 
-def _optimisation_step(run: _Run, step: int, lr: float) -> float:
-    """One optimiser step (all micro-batches); returns the step's loss, averaged over processes.
+def _optimisation_step(run: _Run, step: int, lr: float) -> tuple[float, float]:
+    """One optimiser step (all micro-batches).
 
     Timesteps, noise and dropout of micro-batch m are seeded from (run seed, step, rank, m).
+
+    Returns:
+        The step's loss, averaged over processes, and the seconds spent waiting for batches.
 
     Raises:
         TrainingDiverged: The loss is NaN or infinite (nothing is saved).
@@ -541,8 +568,11 @@ def _optimisation_step(run: _Run, step: int, lr: float) -> float:
     run.optimizer.zero_grad(set_to_none=True)
     step_loss = torch.zeros((), device=device)
     non_blocking = device.type == "cuda"
+    data_wait = 0.0
     for m in range(config.optim.grad_accum):
+        waited = time.perf_counter()
         batch = next(run.batches)
+        data_wait += time.perf_counter() - waited
         x0 = batch["x0"].to(device, non_blocking=non_blocking).contiguous(memory_format=memory_format)
         cond = _batch_cond(batch, device, memory_format, skip_empty_reference=not config.run.compile)
         gen = torch.Generator().manual_seed(item_seed(config.run.seed, 2, step, run.dist.rank, m))
@@ -588,7 +618,7 @@ def _optimisation_step(run: _Run, step: int, lr: float) -> float:
     else:
         run.optimizer.step()
     run.ema.update(run.model, step)
-    return loss_value
+    return loss_value, data_wait
 
 
 def _log(run: _Run, record: dict[str, Any]) -> None:
