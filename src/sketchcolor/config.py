@@ -526,6 +526,7 @@ def check_seed(seed: int, what: str = "seed") -> int:
 
 DataFormat = Literal["auto", "images", "paired", "parquet"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+FusedChoice = Literal["auto", True, False]
 LrDecay = Literal["constant", "cosine"]
 ExportDtype = Literal["float32", "float16"]
 
@@ -749,8 +750,17 @@ class OptimConfig:
         beta1, beta2: AdamW betas.
         grad_clip: Clip the global gradient norm to this (0 = off).
         ema_decay: Decay of the exponential moving average of the weights (exported for inference).
-        precision: ``auto`` (bf16 on CUDA when supported, else fp16 with loss scaling; fp32 on CPU
-            and MPS), or force ``fp32``, ``bf16``, ``fp16``.
+        precision: ``auto`` (bf16 on CUDA when supported, else fp16 with loss scaling; bf16 on a
+            CPU with native bfloat16, i.e. AVX512-BF16 or AMX on x86 or BF16 on Arm; fp32 on other
+            CPUs and on MPS), or force ``fp32``, ``bf16``, ``fp16``. The CPU bf16 default is
+            justified by the throughput table and the fp32-against-bf16 validation-loss A/B of
+            docs/training.md ("bf16 against fp32 (A/B)"), whose fp32 leg is still to be measured.
+            Autocast only: weights, optimiser state and EMA stay fp32.
+        fused: Fused AdamW kernel (``torch.optim.AdamW(fused=True)``): ``auto`` uses it where this
+            torch has one for the device (CUDA; the CPU in recent torch), ``true`` insists (an
+            error where unsupported), ``false`` keeps torch's default kernel (foreach on CUDA,
+            one tensor at a time on the CPU). The optimiser state is the same either way, so a
+            run may be resumed with another setting (which it then uses).
     """
 
     steps: int = 10_000
@@ -766,8 +776,13 @@ class OptimConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     precision: Precision = "auto"
+    fused: FusedChoice = "auto"
 
     def __post_init__(self) -> None:
+        _check(
+            self.fused == "auto" or isinstance(self.fused, bool),
+            f"optim.fused must be 'auto', true or false, got {self.fused!r}",
+        )
         _check(self.steps >= 1, "optim.steps must be >= 1")
         _check(self.batch_size >= 1, "optim.batch_size must be >= 1")
         _check(self.grad_accum >= 1, "optim.grad_accum must be >= 1")
@@ -794,12 +809,18 @@ class RunConfig:
         sample_every: Save a sample grid PNG every this many steps (0 = never).
         sample_steps: DDIM steps of the sample grids.
         log_every: Append a metrics line every this many steps.
-        num_workers: Data-loading worker processes (0 = load in the training process).
+        num_workers: Data-loading worker processes (0 = load in the training process). Every
+            sample is drawn from its own seeded generator, so the losses do not depend on it.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         threads: CPU threads for torch (0 = torch's default).
         export_dtype: Precision of exported inference files (``last``, ``best``, ``step-N``).
         channels_last: Keep activations in channels-last memory layout (about 6 % faster training
             on a 2-core CPU, see docs/training.md).
+        compile: Wrap the network's forward pass in the optimisation step with ``torch.compile``
+            (inductor). Needs a C++ compiler on the CPU and Triton on CUDA: a run that cannot
+            compile stops with an error naming the problem (no silent fallback to eager, which
+            would hide what is being measured). Saved weights never carry ``_orig_mod.``; the
+            validation loss and sample grids use the uncompiled EMA model.
     """
 
     seed: int = 0
@@ -814,6 +835,7 @@ class RunConfig:
     threads: int = 0
     export_dtype: ExportDtype = "float32"
     channels_last: bool = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _check(self.checkpoint_every >= 1, "run.checkpoint_every must be >= 1")

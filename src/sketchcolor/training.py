@@ -1,9 +1,9 @@
 """The training loop, as a generator of step records (the caller decides what to show).
 
 Owns: building the model, optimiser, EMA and data stream from a :class:`TrainConfig`; the
-optimisation step (AdamW, warm-up and cosine decay, gradient accumulation and clipping, mixed
-precision on CUDA); resumable checkpoints written atomically; the validation loss; sample grids;
-DistributedDataParallel under ``torchrun``.
+optimisation step (AdamW, fused where available, warm-up and cosine decay, gradient accumulation
+and clipping, mixed precision, optional ``torch.compile``); resumable checkpoints written
+atomically; the validation loss; sample grids; DistributedDataParallel under ``torchrun``.
 
 Run folder layout::
 
@@ -48,8 +48,14 @@ from .conditioning import Conditioning, ModelCond, hints_to_lab
 from .config import SampleConfig, TrainConfig, dumps_toml, load_config_file, to_dict
 from .data import PreparedData, StreamSampler, TrainingSet, item_seed, prepare_data, split_indices
 from .denoiser import Denoiser
-from .device import pin_memory_ok, resolve_device
-from .errors import CheckpointError, DataError, SketchcolorError
+from .device import (
+    fused_adamw_ok,
+    pin_memory_ok,
+    resolve_device,
+    torch_compile_problem,
+    train_autocast_dtype,
+)
+from .errors import CheckpointError, ConfigError, DataError, SketchcolorError
 from .io import atomic_write, save_image, tensor_to_image
 from .models.unet import UNet
 from .pipeline import sample
@@ -79,6 +85,9 @@ class StepInfo:
         val_loss: Validation loss, when computed at this step.
         checkpoint: Folder of the checkpoint written at this step, if any.
         sample_grid: PNG written at this step, if any.
+        data_wait: Seconds this step waited for its micro-batches: the whole sample synthesis
+            (augmentation, line styles, hints, references) with ``run.num_workers = 0``, only the
+            hand-over from the workers otherwise.
     """
 
     step: int
@@ -90,6 +99,7 @@ class StepInfo:
     val_loss: float | None = None
     checkpoint: Path | None = None
     sample_grid: Path | None = None
+    data_wait: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,12 +139,59 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 
 
 def _precision(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    p = config.optim.precision
-    if p == "fp32" or (p == "auto" and device.type != "cuda"):
+    """Autocast dtype of the training step (None: fp32); see :func:`~sketchcolor.device.train_autocast_dtype`."""
+    return train_autocast_dtype(config.optim.precision, device)
+
+
+def _use_fused(config: TrainConfig, device: torch.device) -> bool:
+    """Whether AdamW runs its fused kernel (``optim.fused``).
+
+    Raises:
+        ConfigError: ``optim.fused = true`` on a device this torch has no fused AdamW for.
+    """
+    choice = config.optim.fused
+    if choice == "auto":
+        return fused_adamw_ok(device)
+    if choice and not fused_adamw_ok(device):
+        raise ConfigError(
+            f"optim.fused = true: torch {torch.__version__} has no fused AdamW for device '{device.type}'",
+            hint='set optim.fused = "auto" or false',
+        )
+    return bool(choice)
+
+
+def _make_optimizer(model: nn.Module, config: TrainConfig, fused: bool) -> torch.optim.Optimizer:
+    """AdamW over ``model``'s parameters; ``fused=False`` keeps torch's default kernel choice."""
+    o = config.optim
+    return torch.optim.AdamW(
+        model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay,
+        fused=True if fused else None,
+    )  # fmt: skip
+
+
+def _compile(model: nn.Module, device: torch.device) -> nn.Module:
+    """``torch.compile(model)`` for the optimisation step (``run.compile``).
+
+    Raises:
+        ConfigError: torch.compile cannot work here (no C++ compiler, no Triton, an unsupported
+            Python); failures during compilation itself are reported by :func:`_compile_failure`.
+    """
+    problem = torch_compile_problem(device)
+    if problem is not None:
+        raise ConfigError(f"run.compile = true: {problem}", hint="set run.compile = false")
+    return typing.cast(nn.Module, torch.compile(model))
+
+
+def _compile_failure(exc: BaseException, step: int) -> ConfigError | None:
+    """A one-line error for an exception raised by torch.compile's machinery, else None."""
+    module = type(exc).__module__ or ""
+    if not module.startswith(("torch._dynamo", "torch._inductor")):
         return None
-    if p == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if p == "bf16" else torch.float16
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return ConfigError(
+        f"run.compile = true: torch.compile failed at step {step + 1} ({type(exc).__name__}: {text[:200]})",
+        hint="set run.compile = false (e.g. --set run.compile=false); TORCH_LOGS=+dynamo shows why",
+    )
 
 
 def checkpoints_in(run_dir: Path) -> list[Path]:
@@ -265,7 +322,7 @@ def train(
     window_losses: list[float] = []
     for step in range(run.start_step, config.optim.steps):
         lr = learning_rate(step, config)
-        loss_value = _optimisation_step(run, step, lr)
+        loss_value, data_wait = _optimisation_step(run, step, lr)
         done = step + 1
         now = time.perf_counter()
         recent = (recent + [(now, config.optim.batch_size * run.dist.world_size)])[-20:]
@@ -307,7 +364,7 @@ def train(
             if run.dist.world_size > 1:
                 dist.barrier()
         yield StepInfo(done, config.optim.steps, loss_value, lr, images_per_s, now - started, val_loss,
-                       checkpoint_dir, grid)  # fmt: skip
+                       checkpoint_dir, grid, data_wait)  # fmt: skip
     if run.tb is not None:
         run.tb.close()
 
@@ -384,10 +441,8 @@ def _set_up(
     model.to(device).to(memory_format=memory_format)
     schedule = NoiseSchedule(model_cfg.schedule)
     ema = _EMA(model, config.optim.ema_decay)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.optim.lr, betas=(config.optim.beta1, config.optim.beta2),
-        weight_decay=config.optim.weight_decay,
-    )  # fmt: skip
+    fused = _use_fused(config, device)
+    optimizer = _make_optimizer(model, config, fused)
     amp_dtype = _precision(config, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     start_step, best_val = 0, math.inf
@@ -397,6 +452,17 @@ def _set_up(
     if dist_info.world_size > 1:
         ddp_kwargs: dict[str, Any] = {"device_ids": [device.index]} if device.type == "cuda" else {}
         train_model = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
+    if config.run.compile:
+        # Only the optimisation step's forward (and so its backward) is compiled; weights are
+        # saved from ``model`` itself, so no ``_orig_mod.`` prefix reaches a file.
+        train_model = _compile(train_model, device)
+    if dist_info.main:
+        log.info(
+            "training on %s: %s autocast, %s AdamW, torch.compile %s, %s, %d data worker(s)",
+            device, "fp32 (no)" if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
+            "fused" if fused else "default", "on" if config.run.compile else "off",
+            "channels-last" if config.run.channels_last else "NCHW", config.run.num_workers,
+        )  # fmt: skip
 
     # Run folder (rank 0 alone writes).
     metrics_path = run_dir / "metrics.jsonl"
@@ -422,12 +488,7 @@ def _set_up(
         len(train_idx), micro, config.run.seed, rank=dist_info.rank, world_size=dist_info.world_size,
         start=start_step * config.optim.grad_accum,
     )  # fmt: skip
-    workers = config.run.num_workers
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=workers, collate_fn=_collate,
-        pin_memory=pin_memory_ok(device), persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-    )  # fmt: skip
+    loader = _data_loader(dataset, sampler, config, device, dist_info.rank)
     return _Run(
         config=config, run_dir=run_dir, dist=dist_info, device=device, model=model, train_model=train_model,
         ema=ema, optimizer=optimizer, scaler=scaler, amp_dtype=amp_dtype, schedule=schedule,
@@ -437,15 +498,49 @@ def _set_up(
     )  # fmt: skip
 
 
+def _data_loader(
+    dataset: torch.utils.data.Dataset[Any],
+    sampler: torch.utils.data.Sampler[Any],
+    config: TrainConfig,
+    device: torch.device,
+    rank: int,
+) -> torch.utils.data.DataLoader[Any]:
+    """The loader of the training stream, with ``run.num_workers`` worker processes.
+
+    Samples never use a worker's global generator (each is drawn from its own generator seeded by
+    its key, see :class:`~sketchcolor.data.TrainingSet`), so the stream is the same with any number
+    of workers. The loader still gets an explicit generator seeded from (run seed, rank): the
+    workers' base seed then comes from it rather than from a draw on the caller's global
+    generator, so each worker's own torch, ``random`` and NumPy seeds are a fixed function of the
+    run too, and building the loader leaves the global generator alone.
+    """
+    workers = config.run.num_workers
+    generator = torch.Generator().manual_seed(item_seed(config.run.seed, 8, rank))
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=workers, collate_fn=_collate,
+        pin_memory=pin_memory_ok(device), persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None, generator=generator,
+    )  # fmt: skip
+
+
 def _batch_cond(
-    batch: dict[str, torch.Tensor], device: torch.device, memory_format: torch.memory_format
+    batch: dict[str, torch.Tensor],
+    device: torch.device,
+    memory_format: torch.memory_format,
+    *,
+    skip_empty_reference: bool = True,
 ) -> ModelCond:
-    """The network's conditioning of a collated batch, on ``device``."""
+    """The network's conditioning of a collated batch, on ``device``.
+
+    A batch in which no item has a reference passes None (the encoder is skipped) unless
+    ``skip_empty_reference`` is False: a compiled network then keeps one graph, where None would
+    make torch.compile build a second one; the presence flags switch the path off exactly.
+    """
     non_blocking = device.type == "cuda"
     channels = batch["cond"].to(device, non_blocking=non_blocking).contiguous(memory_format=memory_format)
     reference = batch.get("reference")
     if reference is not None:
-        if not bool(reference[:, 3].any()):
+        if skip_empty_reference and not bool(reference[:, 3].any()):
             reference = None  # nobody in this batch has a reference: skip the encoder
         else:
             reference = reference.to(device, non_blocking=non_blocking).contiguous(
@@ -454,13 +549,17 @@ def _batch_cond(
     return ModelCond(channels, reference)
 
 
-def _optimisation_step(run: _Run, step: int, lr: float) -> float:
-    """One optimiser step (all micro-batches); returns the step's loss, averaged over processes.
+def _optimisation_step(run: _Run, step: int, lr: float) -> tuple[float, float]:
+    """One optimiser step (all micro-batches).
 
     Timesteps, noise and dropout of micro-batch m are seeded from (run seed, step, rank, m).
 
+    Returns:
+        The step's loss, averaged over processes, and the seconds spent waiting for batches.
+
     Raises:
         TrainingDiverged: The loss is NaN or infinite (nothing is saved).
+        ConfigError: ``run.compile`` is on and torch.compile failed.
     """
     config, device, memory_format = run.config, run.device, run.memory_format
     for group in run.optimizer.param_groups:
@@ -469,10 +568,13 @@ def _optimisation_step(run: _Run, step: int, lr: float) -> float:
     run.optimizer.zero_grad(set_to_none=True)
     step_loss = torch.zeros((), device=device)
     non_blocking = device.type == "cuda"
+    data_wait = 0.0
     for m in range(config.optim.grad_accum):
+        waited = time.perf_counter()
         batch = next(run.batches)
+        data_wait += time.perf_counter() - waited
         x0 = batch["x0"].to(device, non_blocking=non_blocking).contiguous(memory_format=memory_format)
-        cond = _batch_cond(batch, device, memory_format)
+        cond = _batch_cond(batch, device, memory_format, skip_empty_reference=not config.run.compile)
         gen = torch.Generator().manual_seed(item_seed(config.run.seed, 2, step, run.dist.rank, m))
         t = torch.randint(0, run.schedule.num_train_steps, (x0.shape[0],), generator=gen).to(device)
         noise = torch.randn(x0.shape, generator=gen).to(device, non_blocking=non_blocking)
@@ -484,10 +586,16 @@ def _optimisation_step(run: _Run, step: int, lr: float) -> float:
             if (last_micro or run.dist.world_size == 1)
             else typing.cast(nn.parallel.DistributedDataParallel, run.train_model).no_sync()
         )
-        with sync:
-            with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
-                loss = run.denoiser.loss(x0, t, noise, cond) / config.optim.grad_accum
-            (run.scaler.scale(loss) if run.scaler else loss).backward()
+        try:
+            with sync:
+                with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+                    loss = run.denoiser.loss(x0, t, noise, cond) / config.optim.grad_accum
+                (run.scaler.scale(loss) if run.scaler else loss).backward()
+        except Exception as exc:
+            failure = _compile_failure(exc, step) if config.run.compile else None
+            if failure is None:
+                raise
+            raise failure from None
         step_loss += loss.detach()
     if run.dist.world_size > 1:
         dist.all_reduce(step_loss)
@@ -510,7 +618,7 @@ def _optimisation_step(run: _Run, step: int, lr: float) -> float:
     else:
         run.optimizer.step()
     run.ema.update(run.model, step)
-    return loss_value
+    return loss_value, data_wait
 
 
 def _log(run: _Run, record: dict[str, Any]) -> None:
@@ -640,6 +748,27 @@ def _save(run: _Run, step: int, is_best: bool) -> Path:
     return folder
 
 
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Load AdamW's state saved by a run with any ``optim.fused`` setting into this one.
+
+    The moments are the same tensors for every kernel, but ``load_state_dict`` would also bring
+    back the saved run's kernel choice (``fused``/``foreach`` of its parameter groups): this
+    run's setting is put back, and each ``step`` counter is moved to where this kernel keeps it
+    (the parameter's device for the fused kernel, the CPU otherwise), as a fresh optimiser would.
+    """
+    kernels = [(g.get("fused"), g.get("foreach")) for g in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, (fused, foreach) in zip(optimizer.param_groups, kernels, strict=True):
+        group["fused"], group["foreach"] = fused, foreach
+        for p in group["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            if isinstance(step, torch.Tensor):
+                on_device = bool(fused or group.get("capturable"))
+                optimizer.state[p]["step"] = (
+                    step.to(device=p.device, dtype=torch.float32) if on_device else step.to("cpu")
+                )
+
+
 def _load_state(
     folder: Path,
     model: nn.Module,
@@ -660,7 +789,7 @@ def _load_state(
         raise CheckpointError(
             f"{folder}: checkpoint of another architecture than the run's config ({exc.message.split(': ', 1)[-1]})"
         ) from None
-    optimizer.load_state_dict(state["optimizer"])
+    _load_optimizer_state(optimizer, state["optimizer"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     return int(state["step"]), float(state["best_val"])
