@@ -2,11 +2,11 @@
 
 Usage (the command behind docs/performance.md, "Training throughput (issue 14)"):
 
-    python benchmarks/train_throughput.py --config configs/v2.toml --data data/v2/train \\
+    python benchmarks/train_throughput.py --config configs/default.toml --data data/v2/train \\
         --steps 30 --json docs/train-throughput.json
 
     # a subset, in this order; any recipe key can be overridden with --set
-    python benchmarks/train_throughput.py --config configs/default.toml --data data/openmoji128/train \\
+    python benchmarks/train_throughput.py --config configs/v1.toml --data data/openmoji128/train \\
         --variants baseline,bf16,auto --set run.threads=2
 
 Every variant runs ``--steps`` optimiser steps of the recipe in a temporary run folder, one after
