@@ -475,10 +475,11 @@ class SampleConfig:
             so the rest of the picture is denoised around the colours the user gave.
     """
 
-    # Defaults chosen from the quality-versus-steps table of docs/performance.md: two DDIM steps
-    # score best on the held-out split (CIEDE2000 and PSNR) and are the fastest.
+    # Defaults chosen from the v2 quality-versus-steps table of docs/performance.md: four DDIM
+    # steps give clearly more colour without hints than one or two (colourfulness ratio 0.70
+    # against 0.64 on OpenMoji) for a small rise in error (CIEDE2000 4.26 against 4.20 with hints).
     sampler: SamplerName = "ddim"
-    steps: int = 2
+    steps: int = 4
     eta: float = 0.0
     guidance: float = 1.0
     spacing: Spacing = "trailing"
