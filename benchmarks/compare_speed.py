@@ -7,7 +7,8 @@ Usage (from the repository root; the baseline is any earlier commit checked out 
         --model data/models/v1.safetensors --json docs/compare-speed.json
 
 For each tree (its ``src`` first on ``PYTHONPATH``, every measurement in a fresh process, the
-same model file, examples/fox.png and its hints resized) it measures:
+same model file and DDIM ``--steps`` (default 2, the default when issue 14 measured), examples/fox.png
+and its hints resized) it measures:
 
 * ``colorize`` at 512 and 4096 px: wall time of ``pipeline.colorize`` from memory, median of
   ``--repeat`` runs after a warm-up (bench_colorize.py's child);
@@ -75,14 +76,16 @@ def make_pages(folder: Path, count: int) -> None:
         h.save(folder / f"page-{k:03d}.hints.png")
 
 
-def measure(tree: Path, model: str, repeat: int, pages: int, batch_size: int, sizes: tuple[int, int]) -> dict:
+def measure(
+    tree: Path, model: str, repeat: int, pages: int, batch_size: int, sizes: tuple[int, int], steps: int
+) -> dict:
     result: dict = {"tree": str(tree)}
     for size in sizes:
-        r = child_json(tree, ["--child-size", str(size), "--steps", "20"], model, repeat)
+        r = child_json(tree, ["--child-size", str(size), "--steps", str(steps)], model, repeat)
         result[f"colorize_{size}_s"] = r["total"]
         result[f"compose_{size}_s"] = r["compose"]
     for b in (1, 4, 16):
-        r = child_json(tree, ["--child-batch", str(b), "--steps", "20"], model, repeat)
+        r = child_json(tree, ["--child-batch", str(b), "--steps", str(steps)], model, repeat)
         result[f"colorize_batch_{b}_images_per_s"] = r["images_per_s"]
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,7 +94,19 @@ def measure(tree: Path, model: str, repeat: int, pages: int, batch_size: int, si
         (tmp_path / "one").mkdir()
         for f in ("page-000.png", "page-000.hints.png"):
             shutil.copy(tmp_path / "pages" / f, tmp_path / "one" / f)
-        cmd = [py, "-m", "sketchcolor", "batch", "--model", model, "--batch-size", str(batch_size), "--quiet"]
+        cmd = [
+            py,
+            "-m",
+            "sketchcolor",
+            "batch",
+            "--model",
+            model,
+            "--batch-size",
+            str(batch_size),
+            "--steps",
+            str(steps),
+            "--quiet",
+        ]
         t_one = timed(tree, [*cmd, str(tmp_path / "one"), "-o", str(tmp_path / "out-one"), "--overwrite"], 1)
         t0 = time.perf_counter()
         run(tree, [*cmd, str(tmp_path / "pages"), "-o", str(tmp_path / "out")])
@@ -107,7 +122,7 @@ def measure(tree: Path, model: str, repeat: int, pages: int, batch_size: int, si
         result["cold_colorize_512_s"] = timed(
             tree,
             [py, "-m", "sketchcolor", "colorize", str(page), "--hints", str(hints), "--model", model,
-             "-o", str(tmp_path / "one.png"), "--overwrite", "--quiet"],
+             "-o", str(tmp_path / "one.png"), "--overwrite", "--steps", str(steps), "--quiet"],
         )  # fmt: skip
         load = (
             "import time, sketchcolor.pipeline as p; t=time.perf_counter(); "
@@ -130,6 +145,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pages", type=int, default=32, help="pages in the batch folder test")
     parser.add_argument("--batch-size", type=int, default=4, help="--batch-size of the batch command")
+    parser.add_argument("--steps", type=int, default=2, help="DDIM steps everywhere (both trees alike)")
     parser.add_argument("--sizes", default="512,4096", help="small,large picture sizes (px)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -138,7 +154,9 @@ def main() -> None:
     rows = {}
     for name, tree in (("baseline", args.baseline.resolve()), ("this", ROOT)):
         print(f"measuring {name}: {tree}", file=sys.stderr)
-        rows[name] = measure(tree, model, args.repeat, args.pages, args.batch_size, (small, large))
+        rows[name] = measure(
+            tree, model, args.repeat, args.pages, args.batch_size, (small, large), args.steps
+        )
     keys = [k for k in rows["this"] if k != "tree"]
     ratios = {k: rows["this"][k] / rows["baseline"][k] for k in keys if rows["baseline"].get(k)}
     for name in rows:
