@@ -78,11 +78,13 @@ def test_cpu_bf16_native_is_false_when_a_probe_fails(monkeypatch):
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_auto_precision_uses_bf16_on_cpus_with_native_bf16(monkeypatch, native):
+def test_auto_precision_stays_fp32_on_the_cpu_until_bf16_is_verified(monkeypatch, native):
+    # docs/training.md's A/B: bf16 trailed fp32 by 3-4 % in validation loss, so auto is fp32 on
+    # the CPU even where bf16 is native; "bf16" must be asked for.
     monkeypatch.setattr(device_mod, "cpu_bf16_native", lambda: native)
     config = TrainConfig()
     assert config.optim.precision == "auto"
-    assert _precision(config, CPU) == (torch.bfloat16 if native else None)
+    assert _precision(config, CPU) is None
     assert _precision(config, torch.device("mps")) is None  # MPS stays fp32 either way
     forced = {p: _precision(apply_overrides(config, {"optim.precision": p}), CPU) for p in ("fp32", "bf16")}
     assert forced == {"fp32": None, "bf16": torch.bfloat16}
@@ -90,8 +92,7 @@ def test_auto_precision_uses_bf16_on_cpus_with_native_bf16(monkeypatch, native):
     assert device_mod.autocast_dtype(CPU) is None
 
 
-def test_auto_precision_reaches_the_training_step(tmp_path, data, monkeypatch):
-    monkeypatch.setattr(device_mod, "cpu_bf16_native", lambda: True)
+def test_bf16_precision_reaches_the_training_step(tmp_path, data, monkeypatch):
     seen = []
     original = training.Denoiser.loss
 
@@ -100,7 +101,8 @@ def test_auto_precision_reaches_the_training_step(tmp_path, data, monkeypatch):
         return original(self, x0, *args, **kwargs)
 
     monkeypatch.setattr(training.Denoiser, "loss", spy)
-    list(train(tiny_train_config(data, tmp_path, **{"optim.steps": 1, "data.val_count": 0}), tmp_path / "r"))
+    overrides = {"optim.steps": 1, "data.val_count": 0, "optim.precision": "bf16"}
+    list(train(tiny_train_config(data, tmp_path, **overrides), tmp_path / "r"))
     assert seen == [torch.bfloat16]
 
 

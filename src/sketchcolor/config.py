@@ -751,11 +751,10 @@ class OptimConfig:
         beta1, beta2: AdamW betas.
         grad_clip: Clip the global gradient norm to this (0 = off).
         ema_decay: Decay of the exponential moving average of the weights (exported for inference).
-        precision: ``auto`` (bf16 on CUDA when supported, else fp16 with loss scaling; bf16 on a
-            CPU with native bfloat16, i.e. AVX512-BF16 or AMX on x86 or BF16 on Arm; fp32 on other
-            CPUs and on MPS), or force ``fp32``, ``bf16``, ``fp16``. The CPU bf16 default is
-            justified by the throughput table and the fp32-against-bf16 validation-loss A/B of
-            docs/training.md ("bf16 against fp32 (A/B)"), whose fp32 leg is still to be measured.
+        precision: ``auto`` (bf16 on CUDA when supported, else fp16 with loss scaling; fp32 on
+            the CPU and MPS), or force ``fp32``, ``bf16``, ``fp16``. ``bf16`` is much faster on a
+            CPU with native bfloat16 (AVX512-BF16 or AMX on x86, BF16 on Arm) but not the CPU
+            default: its validation loss trailed fp32's by 3-4 % in docs/training.md's A/B.
             Autocast only: weights, optimiser state and EMA stay fp32.
         fused: Fused AdamW kernel (``torch.optim.AdamW(fused=True)``): ``auto`` uses it where this
             torch has one for the device (CUDA; the CPU in recent torch), ``true`` insists (an
