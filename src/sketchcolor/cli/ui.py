@@ -15,13 +15,16 @@ files and seed, record included (docs/ui.md).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import signal
 import socket
 import tempfile
 import time
 import warnings
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -97,6 +100,28 @@ def free_port(host: str, port: int) -> int:
         return int(sock.getsockname()[1])
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM stop the server cleanly while the block runs.
+
+    Set explicitly because a process started in the background of a script (``sketchcolor ui &``)
+    inherits SIGINT *ignored*, and Python then never raises KeyboardInterrupt: the server would
+    ignore the "Ctrl-C stops" the command prints. SIGTERM (``kill``, a service manager) takes the
+    same path, so the temporary request folder is removed either way. The previous handlers are
+    restored on the way out.
+    """
+    saved = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 @app.command("ui")
 def ui_cli(
     host: Annotated[
@@ -163,8 +188,9 @@ def ui_cli(
             f"sketchcolor ui: open {url} (Ctrl-C stops)", highlight=False, markup=False, soft_wrap=True
         )
         try:
-            while True:
-                time.sleep(0.5)
+            with _stop_signals():
+                while True:
+                    time.sleep(0.5)
         except KeyboardInterrupt:
             log.info("stopped")
         finally:
