@@ -427,7 +427,9 @@ def test_reference_group_is_shown_exactly_for_reference_models(tmp_path, tiny_ch
     [("SIGINT", False), ("SIGINT", True), ("SIGTERM", True)],
     ids=["ctrl-c", "ctrl-c-as-background-job", "sigterm"],
 )
-def test_ui_command_serves_the_page_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint, stop, inherit_sigint_ignored):
+def test_ui_command_serves_the_page_and_stops_on_ctrl_c(
+    tmp_path, tiny_checkpoint, stop, inherit_sigint_ignored
+):
     """A real `sketchcolor ui` process: prints its URL, serves the page, stops cleanly on SIGINT/SIGTERM.
 
     A job started in the background of a script inherits SIGINT ignored (POSIX shells do that);
@@ -438,6 +440,7 @@ def test_ui_command_serves_the_page_and_stops_on_ctrl_c(tmp_path, tiny_checkpoin
 
     def ignore_sigint() -> None:
         signal_module.signal(signal_module.SIGINT, signal_module.SIG_IGN)
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
