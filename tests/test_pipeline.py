@@ -116,3 +116,47 @@ def test_no_default_model_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(ck, "DEFAULT_MODEL_RESOURCE", ("sketchcolor.weights", "absent.safetensors"))
     with pytest.raises(CheckpointError, match="no default model"):
         ck.default_model_path()
+
+
+@pytest.mark.parametrize("background", ["transparent", "white", "none"])
+def test_hints_image_fast_path_follows_the_rgba_rule(background):
+    """An RGBA hints picture at the sketch's size (read by its opaque box) gives the layer of the rule.
+
+    The rule is conditioning.hints_from_rgba on the float picture: alpha >= 0.5 and not white.
+    """
+    from sketchcolor.conditioning import hints_from_rgba
+    from sketchcolor.pipeline import hints_from_image
+
+    g = torch.Generator().manual_seed(7)
+    h, w = 61, 93
+    rgba = torch.zeros(h, w, 4, dtype=torch.uint8)
+    if background == "white":
+        rgba[...] = 255  # scribbles on an opaque white page: the box is the whole picture
+    # Strokes of random colours, near-white and half-transparent pixels included, one at a corner.
+    for _ in range(40):
+        y = int(torch.randint(0, h - 3, (1,), generator=g))
+        x = int(torch.randint(0, w - 3, (1,), generator=g))
+        rgba[y : y + 3, x : x + 3, :3] = torch.randint(0, 256, (3,), generator=g, dtype=torch.uint8)
+        rgba[y : y + 3, x : x + 3, 3] = int(torch.randint(100, 256, (1,), generator=g))
+    rgba[5:8, 5:8] = torch.tensor([250, 249, 251, 255], dtype=torch.uint8)  # near-white: no hint
+    rgba[h - 1, w - 1] = torch.tensor([10, 200, 30, 128], dtype=torch.uint8)  # alpha exactly 0.5
+    if background == "none":
+        rgba[..., 3] = 0
+    image = Image.fromarray(rgba.numpy(), "RGBA")
+    layer = hints_from_image(image, (h, w))
+    want_rgb, want_mask = hints_from_rgba(rgba.permute(2, 0, 1).unsqueeze(0).float() / 255.0)
+    assert torch.equal(layer.mask, want_mask)
+    assert torch.equal(layer.rgb, want_rgb * want_mask)
+    assert (layer.mask.sum() > 0) == (background != "none")
+
+
+def test_grey_sketch_reads_as_its_rgb_conversion():
+    """A mode-L sketch (numpy's channel copy) reads exactly as PIL's RGB conversion of it."""
+    from sketchcolor.pipeline import read_sketch_u8
+
+    grey = Image.fromarray(np.random.default_rng(3).integers(0, 256, (37, 51), dtype=np.uint8), "L")
+    got = read_sketch_u8(grey)
+    want = read_sketch_u8(grey.convert("RGB"))
+    assert got.shape == (1, 3, 37, 51) and got.dtype == torch.uint8
+    assert torch.equal(got, want)
+    assert got.permute(0, 2, 3, 1).is_contiguous()  # channels-last memory, as the composition reads
