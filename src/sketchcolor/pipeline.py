@@ -138,8 +138,8 @@ def read_sketch_u8(sketch: ImageInput) -> torch.Tensor:
     if isinstance(sketch, Image.Image):
         if sketch.mode == "L" and "transparency" not in sketch.info:
             grey = np.asarray(sketch, dtype=np.uint8)
-            rgb = np.stack([grey, grey, grey], axis=-1)  # (H, W, 3): channels-last, writable
-            return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
+            planes = np.stack([grey, grey, grey], axis=-1)  # (H, W, 3): channels-last, writable
+            return torch.from_numpy(planes).permute(2, 0, 1).unsqueeze(0)
         arr = np.array(to_rgb_on_white(sketch), dtype=np.uint8)  # one (writable) copy
         return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
     if sketch.dtype == torch.uint8:
