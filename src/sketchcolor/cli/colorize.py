@@ -278,7 +278,7 @@ def file_entry(path: Path, data: bytes | None, role: str) -> dict[str, Any]:
 class Inputs:
     """A sketch and its merged hints, read once, with the record entries of every file used."""
 
-    sketch_rgb: Any  # (1, 3, H, W) float tensor
+    sketch_rgb: Any  # the decoded PIL picture, or (1, 3, H, W) float tensor (scribbles split off)
     layer: Any  # HintLayer
     entries: list[dict[str, Any]]
     reference: Any = None  # NamedReference, or None
@@ -304,12 +304,15 @@ def load_inputs(
     from ..pipeline import build_hints, hints_from_image, read_sketch, split_hints_from_sketch
 
     data = read_input_bytes(sketch, what="image")
-    sketch_rgb = read_sketch(decode_image(data, str(sketch)))
+    picture = decode_image(data, str(sketch))
     entries = [file_entry(sketch, data, "sketch")]
-    size = (int(sketch_rgb.shape[-2]), int(sketch_rgb.shape[-1]))
+    size = (picture.height, picture.width)
     layer = None
+    # The decoded picture goes to the library as it is (read there in 8 bits, no float copy of a
+    # large page); only scribbles in the sketch need it as floats here.
+    sketch_rgb: Any = picture
     if job.hints_in_sketch:
-        sketch_rgb, layer = split_hints_from_sketch(sketch_rgb)
+        sketch_rgb, layer = split_hints_from_sketch(read_sketch(picture))
         if layer.is_empty:
             log.warning("%s: --hints-in-sketch found no coloured scribbles in the sketch", sketch)
     files = [*job.hints, *extra_hints]
