@@ -73,3 +73,33 @@ def test_cli_import_does_not_load_torch():
     code = "import sys, sketchcolor.cli; print('torch' in sys.modules, 'numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_the_cli_works_without_click_installed(tmp_path):
+    """click is no dependency (typer vendors its own copy): a core install has none to import.
+
+    A child process where ``import click`` fails runs a command and a command's own usage error.
+    """
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text(
+        "import sys\n"
+        "class _NoClick:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'click' or name.startswith('click.'):\n"
+        "            raise ModuleNotFoundError(\"No module named 'click'\")\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, _NoClick())\n"
+    )
+    env = {"PYTHONPATH": f"{tmp_path}:{PACKAGE.parent}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    probe = subprocess.run([sys.executable, "-c", "import click"], env=env, capture_output=True, text=True)
+    assert probe.returncode != 0  # the blocker works
+    typer_needs_click = subprocess.run(
+        [sys.executable, "-c", "import typer"], env=env, capture_output=True, text=True
+    )
+    if typer_needs_click.returncode != 0:
+        pytest.skip("this typer imports click itself (older typer): nothing to check")
+    done = subprocess.run(
+        [sys.executable, "-m", "sketchcolor", "batch", str(tmp_path)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == "sketchcolor: error: Missing option '--output' / '-o'. (see --help)"

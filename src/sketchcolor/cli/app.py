@@ -67,6 +67,20 @@ class Mode(enum.StrEnum):
     photo = "photo"
 
 
+class UsageProblem(Exception):
+    """A usage error found by a command itself (exit 2, "see --help"), like the parser's own.
+
+    :func:`sketchcolor.cli.main` reports usage errors by their interface (``format_message`` and
+    ``exit_code``), so this needs neither click nor typer's vendored copy of it: click is not a
+    dependency of typer any more, and a core install has no click to import.
+    """
+
+    exit_code = 2
+
+    def format_message(self) -> str:
+        return str(self)
+
+
 def finite(value: float | None) -> float | None:
     """Option callback: refuse NaN and infinities (``inf`` passes ``min=0`` and NaN fails no range)."""
     if value is not None and not math.isfinite(value):

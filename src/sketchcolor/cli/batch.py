@@ -42,7 +42,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from .. import __version__
@@ -63,6 +62,7 @@ from .app import (
     SamplerOpt,
     SeedOpt,
     StepsOpt,
+    UsageProblem,
     app,
     emit,
     json_safe,
@@ -431,9 +431,9 @@ def batch_cli(
             raise typer.Exit(1)
         return
     if input_dir is None:
-        raise click.UsageError("Missing argument 'INPUT_DIR'.")
+        raise UsageProblem("Missing argument 'INPUT_DIR'.")
     if output_dir is None:
-        raise click.UsageError("Missing option '--output' / '-o'.")
+        raise UsageProblem("Missing option '--output' / '-o'.")
     working_on(input_dir)
     shard_source = None
     if shard == "auto":
