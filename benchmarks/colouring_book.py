@@ -108,7 +108,11 @@ def main() -> None:
         for c, im in enumerate(row):
             sheet.paste(im.resize((s, s)), (c * (s + 4), r * (s + 4)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(args.out)
+    # A 256-colour PNG (median cut, no dithering): a third of the bytes of the RGB sheet, which
+    # keeps the repository light; by eye the same figure.
+    sheet.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        args.out, optimize=True
+    )
     columns = (
         "drawing | v1, no hints | model, no hints | model, 3 points"
         if v1
