@@ -222,9 +222,8 @@ def _hints_from_rgba_image(image: Image.Image) -> HintLayer:
     makes a 4096 px hints layer cost a few hundredths of a second instead of a quarter of one.
     """
     w, h = image.size
-    rgb = np.zeros(
-        (1, 3, h, w), dtype=np.float32
-    )  # zeroed pages from the system: unhinted pixels cost nothing
+    # np.zeros takes zeroed pages from the system: unhinted pixels cost nothing.
+    rgb = np.zeros((1, 3, h, w), dtype=np.float32)
     mask = np.zeros((1, 1, h, w), dtype=np.float32)
     box = image.getchannel("A").point(_OPAQUE_LUT).getbbox()
     if box is not None:
