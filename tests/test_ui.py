@@ -8,8 +8,10 @@ the browser itself is tested here; tests/test_ui_browser.py drives the real page
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -436,18 +438,14 @@ def test_ui_command_serves_the_page_and_stops_on_ctrl_c(
     the server must stop on Ctrl-C all the same, which is how this test once hung inside CI.
     """
     pytest.importorskip("gradio")
-    import signal as signal_module
 
     def ignore_sigint() -> None:
-        signal_module.signal(signal_module.SIGINT, signal_module.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env_src = str(Path(__file__).resolve().parents[1] / "src")
-    import os
-    import signal
-
     env = {**os.environ, "PYTHONPATH": env_src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "sketchcolor", "ui", "--port", str(port), "-m", str(tiny_checkpoint), "--device", "cpu"],
