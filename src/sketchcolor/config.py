@@ -36,6 +36,9 @@ ScheduleKind = Literal["linear", "cosine"]
 ConditioningMode = Literal["lineart", "photo"]
 SamplerName = Literal["ddim", "ddpm", "dpmpp2m"]
 Spacing = Literal["trailing", "linspace"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+#: The precision names of training (``optim.precision``) and sampling (``SampleConfig.precision``).
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
 T = TypeVar("T")
 
@@ -473,6 +476,10 @@ class SampleConfig:
         spacing: How the timestep list is spread over [0, T): ``"trailing"`` always starts at T-1.
         pin_hints: Hold hinted pixels at their hint colour in every x0 estimate (line-art models),
             so the rest of the picture is denoised around the colours the user gave.
+        precision: The network's arithmetic while sampling: ``"auto"`` (bfloat16 on a CPU with
+            native bfloat16 and on CUDA, else fp32; see
+            :func:`~sketchcolor.device.inference_dtype`), ``"fp32"``, ``"bf16"`` or ``"fp16"``
+            (GPUs). The picture's record keeps the precision that was used.
     """
 
     # Defaults chosen from the v2 quality-versus-steps table of docs/performance.md: four DDIM
@@ -485,9 +492,14 @@ class SampleConfig:
     spacing: Spacing = "trailing"
     pin_hints: bool = False
     reference_scale: float = 1.0
+    precision: Precision = "auto"
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        _check(
+            self.precision in PRECISIONS,
+            f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+        )
         _check(0.0 <= self.eta <= 1.0, f"eta must be in [0, 1], got {self.eta}")
         _check(
             math.isfinite(self.guidance) and self.guidance >= 0.0,
@@ -526,7 +538,6 @@ def check_seed(seed: int, what: str = "seed") -> int:
 # ----------------------------------------------------------------------------------------------
 
 DataFormat = Literal["auto", "images", "paired", "parquet"]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 FusedChoice = Literal["auto", True, False]
 LrDecay = Literal["constant", "cosine"]
 ExportDtype = Literal["float32", "float16"]

@@ -62,7 +62,7 @@ from .conditioning import (
 )
 from .config import SEED_LIMIT, ColorConfig, ConditioningConfig, SampleConfig, check_seed
 from .denoiser import GuidedDenoiser
-from .device import autocast, resolve_device
+from .device import autocast, inference_dtype, precision_name, resolve_device
 from .errors import ConfigError, HintError, ImageError, ModelError
 from .io import (
     check_hint_extent,
@@ -76,6 +76,7 @@ from .io import (
     to_rgb_on_white,
     to_rgba,
 )
+from .models.unet import narrowest_feature_map
 from .samplers import sample_ddim, sample_ddpm, sample_dpmpp_2m
 
 log = logging.getLogger(__name__)
@@ -377,11 +378,14 @@ def item_generators(seed: int, count: int) -> list[torch.Generator]:
 
 
 def check_sample_config(sample_config: SampleConfig, bundle: ModelBundle) -> None:
-    """Settings that depend on the model: at most ``num_train_steps`` sampling steps.
+    """Settings that depend on the model: at most ``num_train_steps`` sampling steps, and a
+    precision its device has.
 
     Raises:
         ConfigError: Too many steps for this model's schedule (checked before any sampling).
+        DeviceError: A precision the model's device cannot run (fp16 on the CPU).
     """
+    inference_dtype(sample_config.precision, bundle.device)
     limit = bundle.schedule.num_train_steps
     if sample_config.steps > limit:
         where = bundle.path or "the model"
@@ -390,6 +394,29 @@ def check_sample_config(sample_config: SampleConfig, bundle: ModelBundle) -> Non
             f"{limit} sampling steps",
             hint=f"use 1 to {limit} steps",
         )
+
+
+#: bfloat16 is used only where every feature map is at least this many pixels on each side:
+#: oneDNN's bfloat16 stride-2 convolution (torch 2.14) gives wrong values, even NaN, when its
+#: output is one pixel wide and five or more high (found by a 8 x 100000 page; checked in
+#: tests/test_precision.py), so a page that thin runs in fp32.
+BF16_MIN_FEATURE_MAP = 2
+
+
+def network_dtype(
+    sample_config: SampleConfig, bundle: ModelBundle, size: tuple[int, int]
+) -> torch.dtype | None:
+    """The autocast dtype the network runs in for a batch of working size ``size`` = (h, w).
+
+    :func:`~sketchcolor.device.inference_dtype` of ``sample_config.precision``, except that a
+    page so thin that a CPU bfloat16 feature map would be under :data:`BF16_MIN_FEATURE_MAP`
+    pixels runs in fp32 (None).
+    """
+    dtype = inference_dtype(sample_config.precision, bundle.device)
+    thin = narrowest_feature_map(bundle.config.model, size) < BF16_MIN_FEATURE_MAP
+    if dtype is torch.bfloat16 and bundle.device.type == "cpu" and thin:
+        return None
+    return dtype
 
 
 def sample(
@@ -441,7 +468,7 @@ def sample(
     hook = clamp_hook(config.color, config.conditioning)
     if sample_config.pin_hints and config.conditioning.mode == "lineart" and bool(cond.hint_mask.any()):
         hook = pin_hook(hook, cond, config.color, device)
-    with torch.inference_mode(), autocast(device):
+    with torch.inference_mode(), autocast(device, network_dtype(sample_config, bundle, cond.size)):
         if sample_config.sampler == "ddpm":
             return sample_ddpm(
                 denoiser, noise, bundle.schedule, timesteps, model_cond,
@@ -729,6 +756,8 @@ def _record(
         "hints_digest": hints_digest(prep.hints or SparseHints.none(prep.size)),
         "reference_scale": sample_config.reference_scale,
         "reference_digest": prep.reference_digest,
+        # What "auto" became on this machine, so --from-png replays the same arithmetic.
+        "precision": precision_name(network_dtype(sample_config, bundle, prep.padded)),
     }
 
 

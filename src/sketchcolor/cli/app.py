@@ -57,6 +57,13 @@ class Device(enum.StrEnum):
     mps = "mps"
 
 
+class Precision(enum.StrEnum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
 class OutputFormat(enum.StrEnum):
     human = "human"
     json = "json"
@@ -142,6 +149,14 @@ SeedOpt = Annotated[
         min=0,
         max=SEED_LIMIT - 1,
         help="Random seed, 0 to 2**64 - 1: the same seed gives the same picture.",
+    ),
+]
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option(
+        "--precision",
+        help="The network's arithmetic: auto = bf16 on a CPU with native bfloat16 (AMX, AVX512-BF16, "
+        "Arm BF16) and on CUDA, else fp32; fp16 is for GPUs. Recorded in the PNG.",
     ),
 ]
 DeviceOpt = Annotated[

@@ -57,6 +57,8 @@ from .app import (
     OutputFormat,
     OverwriteOpt,
     PinHintsOpt,
+    Precision,
+    PrecisionOpt,
     QuietOpt,
     Sampler,
     SamplerOpt,
@@ -383,6 +385,7 @@ def batch_cli(
     eta: EtaOpt = DEFAULTS.eta,
     guidance: GuidanceOpt = DEFAULTS.guidance,
     pin_hints: PinHintsOpt = DEFAULTS.pin_hints,
+    precision: PrecisionOpt = Precision(DEFAULTS.precision),
     seed: SeedOpt = 0,
     num_samples: Annotated[
         int,
@@ -448,7 +451,7 @@ def batch_cli(
         hint_radius=hint_radius, hints_in_sketch=hints_in_sketch, stretch=stretch_hints, flat=flat,
         hint_regions=not no_hint_regions,
         save_flats=save_flats, save_hints=save_hints, num_samples=num_samples, model=model,
-        reference=reference, reference_scale=reference_scale,
+        reference=reference, reference_scale=reference_scale, precision=precision,
     )  # fmt: skip
     _check_folders(input_dir, output_dir, hints_dir)
     if reference_dir is not None and not reference_dir.is_dir():
@@ -502,7 +505,7 @@ def batch_cli(
         "guidance": job.sample.guidance, "pin_hints": job.sample.pin_hints, "flat": flat, "hint_regions": job.hint_regions, "num_samples": num_samples, "base_seed": seed,
         "shard": f"{shard_i}/{shard_n}", "model": str(model) if model else None,
         "reference": str(reference) if reference else None, "reference_dir": str(reference_dir) if reference_dir else None,
-        "reference_scale": job.sample.reference_scale, "chapter": chapter,
+        "reference_scale": job.sample.reference_scale, "chapter": chapter, "precision": job.sample.precision,
         "sketchcolor_version": __version__,
     }  # fmt: skip
     if shard_source is not None:

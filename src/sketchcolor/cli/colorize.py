@@ -41,6 +41,8 @@ from .app import (
     OutputFormat,
     OverwriteOpt,
     PinHintsOpt,
+    Precision,
+    PrecisionOpt,
     QuietOpt,
     Sampler,
     SamplerOpt,
@@ -196,6 +198,7 @@ def make_job(
     hint_regions: bool = True,
     reference: Path | None = None,
     reference_scale: float = DEFAULTS.reference_scale,
+    precision: Precision = Precision(DEFAULTS.precision),
 ) -> ColorJob:
     from ..config import SampleConfig
 
@@ -207,6 +210,7 @@ def make_job(
             guidance=guidance,
             pin_hints=pin_hints,
             reference_scale=reference_scale,
+            precision=precision.value,
         ),  # fmt: skip
         hints=tuple(hints or ()),
         points=tuple(points or ()),
@@ -689,6 +693,9 @@ def plan_reproduction(
     reference_scale = rec.get(
         "reference_scale", "a finite number >= 0", lambda v: _is_number(v) and v >= 0, 1.0
     )
+    # Records made before the precision was recorded ran fp32 on the CPU (the only device they
+    # are replayed on in practice), so that is what they replay with.
+    precision = rec.get("precision", "fp32, bf16 or fp16", lambda v: v in ("fp32", "bf16", "fp16"), "fp32")
     model_path = model
     if model_path is None and model_name is not None:
         model_entry = {"role": "model", "path": model_name, "abs": rec.data.get("model_abs")}
@@ -703,7 +710,7 @@ def plan_reproduction(
     try:
         sample = SampleConfig(
             sampler=sampler, steps=steps, eta=float(eta), guidance=float(guidance), pin_hints=pin,
-            reference_scale=float(reference_scale),
+            reference_scale=float(reference_scale), precision=precision,
         )  # fmt: skip
     except ConfigError as exc:
         raise SketchcolorError(f"{png}: its sketchcolor record is invalid ({exc.message})") from None
@@ -735,7 +742,7 @@ def plan_reproduction(
 RECORDED_OPTIONS = (
     "hints", "hint", "steps", "sampler", "eta", "guidance", "pin_hints", "seed", "num_samples",
     "hint_radius", "hints_in_sketch", "stretch_hints", "flat", "no_hint_regions", "reference",
-    "reference_scale",
+    "reference_scale", "precision",
 )  # fmt: skip
 
 
@@ -778,6 +785,7 @@ def colorize_cli(
     eta: EtaOpt = DEFAULTS.eta,
     guidance: GuidanceOpt = DEFAULTS.guidance,
     pin_hints: PinHintsOpt = DEFAULTS.pin_hints,
+    precision: PrecisionOpt = Precision(DEFAULTS.precision),
     seed: SeedOpt = 0,
     num_samples: Annotated[
         int,
@@ -861,7 +869,7 @@ def colorize_cli(
             steps=steps, sampler=sampler, eta=eta, guidance=guidance, pin_hints=pin_hints, hints=hints, points=hint,
             hint_radius=hint_radius, hints_in_sketch=hints_in_sketch, stretch=stretch_hints, flat=flat,
             hint_regions=not no_hint_regions, save_flats=save_flats, save_hints=save_hints, num_samples=num_samples, model=model,
-            reference=reference, reference_scale=reference_scale,
+            reference=reference, reference_scale=reference_scale, precision=precision,
         )  # fmt: skip
         out_path = output or sketch.with_name(f"{sketch.stem}.colored.png")
         want_digest = None

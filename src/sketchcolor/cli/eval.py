@@ -35,6 +35,8 @@ from .app import (
     GuidanceOpt,
     OutputFormat,
     PinHintsOpt,
+    Precision,
+    PrecisionOpt,
     QuietOpt,
     Sampler,
     SamplerOpt,
@@ -201,6 +203,7 @@ def eval_cli(
     eta: EtaOpt = DEFAULTS.eta,
     guidance: GuidanceOpt = DEFAULTS.guidance,
     pin_hints: PinHintsOpt = DEFAULTS.pin_hints,
+    precision: PrecisionOpt = Precision(DEFAULTS.precision),
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",  # type: ignore[assignment]
     batch_size: Annotated[
@@ -338,14 +341,14 @@ def eval_cli(
         raise typer.BadParameter("--no-lpips contradicts --require lpips")
 
     from ..checkpoint import default_model_path, read_config
-    from ..device import resolve_device
+    from ..device import inference_dtype, resolve_device
     from ..io import check_output_path
     from ..metrics import LpipsMetric
 
     # Fail fast on bad inputs (one line), before loading metrics or models.
     sample_config = SampleConfig(
         sampler=sampler.value, steps=steps, eta=eta, guidance=guidance, pin_hints=pin_hints,
-        reference_scale=reference_scale,
+        reference_scale=reference_scale, precision=precision.value,
     )  # fmt: skip
     if plot is not None:
         ev.check_plot_available()
@@ -365,6 +368,7 @@ def eval_cli(
                 )
     total = len(pairing.pairs)
     dev = resolve_device(str(device))
+    inference_dtype(sample_config.precision, dev)  # fp16 on the CPU: refused before any work
     lpips_metric = None
     if not no_lpips:
         lpips_metric = _optional_metric(

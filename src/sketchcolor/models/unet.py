@@ -183,6 +183,17 @@ class Block(nn.Module):
         return x
 
 
+def narrowest_feature_map(config: ModelConfig, size: tuple[int, int]) -> int:
+    """The smallest side of any feature map the network makes for an (H, W) input.
+
+    Each downsampling convolution (stride 2, padding 1) turns a side ``s`` into ``ceil(s / 2)``.
+    """
+    side = min(size)
+    for _ in range(len(config.channel_mults) - 1):
+        side = (side + 1) // 2
+    return side
+
+
 class UNet(nn.Module):
     """U-Net mapping (x_t, t, cond) to a prediction shaped like x_t.
 
