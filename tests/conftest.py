@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,24 @@ def tiny_train_config(data: Path, tmp: Path, **overrides):
     }
     base.update(overrides)
     return apply_overrides(TrainConfig(), base)
+
+
+def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
+    """Run ``sketchcolor ARGV`` in this process: (exit code, stdout, stderr)."""
+    from sketchcolor.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def pixels(path: Path) -> np.ndarray:
+    """A picture file's RGB pixels."""
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def png_record(path: Path) -> dict:
+    """The ``sketchcolor`` record inside an output PNG."""
+    with Image.open(path) as img:
+        return json.loads(img.text["sketchcolor"])

@@ -7,7 +7,6 @@ keeps what was used and ``--from-png`` replays it, whatever ``auto`` means on th
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,27 +19,11 @@ from sketchcolor.errors import ConfigError, DeviceError
 from sketchcolor.models import unet
 from sketchcolor.pipeline import colorize, load_model
 
-from .conftest import draw_hints, draw_sketch
+from .conftest import draw_hints, draw_sketch, pixels
+from .conftest import png_record as record
+from .conftest import run_cli as run
 
 CPU = torch.device("cpu")
-
-
-def run(capsys, *argv: object) -> tuple[int, str, str]:
-    from sketchcolor.cli import main
-
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def pixels(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
-
-
-def record(path: Path) -> dict:
-    with Image.open(path) as img:
-        return json.loads(img.text["sketchcolor"])
 
 
 @pytest.mark.parametrize("native", [True, False])

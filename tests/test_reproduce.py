@@ -14,25 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sketchcolor.cli import main
-
-from .conftest import draw_hints, draw_sketch
-
-
-def run(capsys, *argv: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def pixels(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
-
-
-def record(path: Path) -> dict:
-    with Image.open(path) as img:
-        return json.loads(img.text["sketchcolor"])
+from .conftest import draw_hints, draw_sketch, pixels
+from .conftest import png_record as record
+from .conftest import run_cli as run
 
 
 @pytest.fixture
