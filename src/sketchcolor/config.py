@@ -38,7 +38,7 @@ SamplerName = Literal["ddim", "ddpm", "dpmpp2m"]
 Spacing = Literal["trailing", "linspace"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 #: The precision names of training (``optim.precision``) and sampling (``SampleConfig.precision``).
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 T = TypeVar("T")
 
