@@ -6,7 +6,7 @@ import torch
 
 from sketchcolor.checkpoint import load_checkpoint
 from sketchcolor.config import SampleConfig
-from sketchcolor.device import autocast_dtype, pin_memory_ok, resolve_device
+from sketchcolor.device import inference_dtype, pin_memory_ok, resolve_device
 from sketchcolor.pipeline import colorize
 from sketchcolor.training import train
 
@@ -32,7 +32,7 @@ def _compare_with_cpu(device: str, tiny_checkpoint) -> None:
 @pytest.mark.cuda
 @cuda
 def test_colorize_on_cuda_matches_cpu(tiny_checkpoint):
-    assert autocast_dtype(torch.device("cuda")) in (torch.bfloat16, torch.float16)
+    assert inference_dtype("auto", torch.device("cuda")) in (torch.bfloat16, torch.float16)
     assert pin_memory_ok(torch.device("cuda"))
     _compare_with_cpu("cuda", tiny_checkpoint)
 

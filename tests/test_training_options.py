@@ -89,7 +89,7 @@ def test_auto_precision_stays_fp32_on_the_cpu_until_bf16_is_verified(monkeypatch
     forced = {p: _precision(apply_overrides(config, {"optim.precision": p}), CPU) for p in ("fp32", "bf16")}
     assert forced == {"fp32": None, "bf16": torch.bfloat16}
     # Inference is another matter: its auto follows the CPU (docs/performance.md, tests/test_precision.py).
-    assert device_mod.autocast_dtype(CPU) == (torch.bfloat16 if native else None)
+    assert device_mod.inference_dtype("auto", CPU) == (torch.bfloat16 if native else None)
 
 
 def test_bf16_precision_reaches_the_training_step(tmp_path, data, monkeypatch):

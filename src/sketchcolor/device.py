@@ -66,11 +66,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     raise DeviceError(f"unknown device '{name}'", hint="use auto, cpu, cuda, cuda:N or mps")
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Reduced precision of the network on ``device`` by default: ``inference_dtype("auto", device)``."""
-    return inference_dtype("auto", device)
-
-
 def inference_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype of the network while sampling (``SampleConfig.precision``), None for fp32.
 
