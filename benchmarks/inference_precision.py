@@ -4,13 +4,18 @@ The scores part runs ``sketchcolor eval`` on each subset of a test set for fp32 
 same seed, and for fp32 at a second seed: the seed-to-seed change is the noise the precision's
 change is compared with. Each run's JSON report is kept in ``--cache`` (a rerun skips what is
 there). The speed part times ``sample_batch`` (reading, conditioning, the network) and
-``colorize_batch`` (everything) on synthetic 512 px pages in this process, per precision.
+``colorize_batch`` (everything) on synthetic 512 px pages in this process, per precision. The
+checks part counts, per precision, the pixels where a page coloured in a batch of four differs
+from the same page coloured alone, and sweeps working sizes from 4 to 128 px per side for the
+largest bf16-against-fp32 difference of the network's output where the pipeline uses bf16 (and
+where it falls back to fp32: pages so thin that a feature map would be one pixel wide).
 
 Usage::
 
     python benchmarks/inference_precision.py --data data/v2/test --limit 128 \
         --cache runs/precision --markdown docs/inference-precision.md
     python benchmarks/inference_precision.py --speed-only
+    python benchmarks/inference_precision.py --checks-only
 
 Prints the tables (and writes them with ``--markdown``); the figures of docs/performance.md
 ("Inference precision") come from this script.
@@ -141,6 +146,71 @@ def speed_table(args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def checks_table(args: argparse.Namespace) -> list[str]:
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from compare_speed import make_pages
+    from PIL import Image
+
+    from sketchcolor.config import SampleConfig
+    from sketchcolor.models.unet import narrowest_feature_map
+    from sketchcolor.pipeline import BF16_MIN_FEATURE_MAP, colorize, colorize_batch, load_model
+
+    bundle = load_model(args.model, "cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        pages = Path(tmp) / "pages"
+        make_pages(pages, 4)
+        sketches = [Image.open(pages / f"page-{k:03d}.png") for k in range(4)]
+        hints = [Image.open(pages / f"page-{k:03d}.hints.png") for k in range(4)]
+        for im in [*sketches, *hints]:
+            im.load()
+    lines = [
+        "| precision | pixels differing, batch of 4 against alone (of 4 × 512 × 512) | largest difference (levels) |",
+        "| --- | --- | --- |",
+    ]
+    for precision in ("fp32", "bf16"):
+        config = SampleConfig(steps=args.steps, precision=precision)
+        together = colorize_batch(sketches, hints, bundle, config, [10, 11, 12, 13])
+        differing, largest = 0, 0
+        for k in range(4):
+            alone = np.asarray(colorize(sketches[k], hints[k], bundle, config, seed=10 + k).image, dtype=int)
+            diff = np.abs(np.asarray(together[k].image, dtype=int) - alone)
+            differing += int(diff.any(axis=-1).sum())
+            largest = max(largest, int(diff.max()))
+        lines.append(f"| {precision} | {differing} ({100 * differing / (4 * 512 * 512):.2f} %) | {largest} |")
+    model, cfg = bundle.model, bundle.config.model
+    gen = torch.Generator().manual_seed(0)
+    worst_used, worst_avoided = 0.0, 0.0
+    sides = (4, 8, 12, 16, 20, 24, 32, 64, 128)
+    for h in sides:
+        for w in sides:
+            x = torch.randn(2, cfg.in_channels, h, w, generator=gen).contiguous(
+                memory_format=torch.channels_last
+            )
+            c = torch.randn(2, cfg.cond_channels, h, w, generator=gen).contiguous(
+                memory_format=torch.channels_last
+            )
+            t = torch.tensor([900, 300])
+            with torch.inference_mode():
+                ref = model(x, t, c)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    low = model(x, t, c).float()
+            err = float(((low - ref).abs().max() / ref.abs().max()).nan_to_num(float("inf")))
+            if narrowest_feature_map(cfg, (h, w)) >= BF16_MIN_FEATURE_MAP:
+                worst_used = max(worst_used, err)
+            else:
+                worst_avoided = max(worst_avoided, err)
+    lines += [
+        "",
+        f"Network output, bf16 against fp32, working sizes {sides[0]}–{sides[-1]} px per side: largest relative "
+        f"difference {100 * worst_used:.2f} % where the pipeline uses bf16, {100 * worst_avoided:.1f} % "
+        "(inf: NaN) where it falls back to fp32.",
+    ]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/v2/test", help="test set with one folder per subset")
@@ -152,13 +222,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="timed runs of the speed part")
     parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--scores-only", action="store_true")
+    parser.add_argument("--checks-only", action="store_true")
     parser.add_argument("--markdown", default=None, help="also write the tables here")
     args = parser.parse_args()
+    only = [name for name in ("speed", "scores", "checks") if getattr(args, f"{name}_only")]
     lines: list[str] = []
-    if not args.speed_only:
+    if not only or "scores" in only:
         lines += ["### Held-out scores", "", *scores_table(args), ""]
-    if not args.scores_only:
+    if not only or "speed" in only:
         lines += ["### Speed", "", *speed_table(args), ""]
+    if not only or "checks" in only:
+        lines += ["### Batch companions and thin pages", "", *checks_table(args), ""]
     text = "\n".join(lines)
     print(text)
     if args.markdown:
