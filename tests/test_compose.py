@@ -127,6 +127,42 @@ def test_region_with_two_hint_colours_is_split_between_them():
     assert out[5, 5].tolist() == [255, 0, 0] and out[5, 26].tolist() == [0, 255, 0]
 
 
+def test_region_with_one_hint_colour_takes_it_exactly_without_the_nearest_hint_field(monkeypatch):
+    from sketchcolor import compose
+
+    # Two boxes side by side; each gets one scribble colour (an sRGB that does not survive a
+    # round trip through LAB bit for bit); the right box's scribble lies next to the left box.
+    sketch_l = torch.ones(1, 1, 32, 64)
+    sketch_l[..., 0, :] = sketch_l[..., -1, :] = 0.0
+    sketch_l[..., :, 0] = sketch_l[..., :, 31] = sketch_l[..., :, -1] = 0.0
+    lab_small = torch.zeros(1, 3, 32, 64)
+    lab_small[:, 0] = 50.0
+    colours = (torch.tensor([0.8, 0.3, 0.1]), torch.tensor([0.1, 0.6, 0.9]))
+    rgb = torch.zeros(1, 3, 32, 64)
+    mask = torch.zeros(1, 1, 32, 64)
+    rgb[..., 10:20, 4] = colours[0].view(1, 3, 1)
+    rgb[..., 10:20, 34] = colours[1].view(1, 3, 1)
+    mask[..., 10:20, 4] = mask[..., 10:20, 34] = 1
+
+    def no_field(*args, **kwargs):
+        raise AssertionError("the nearest-hint field is not needed when each region holds one colour")
+
+    monkeypatch.setattr(compose, "_hint_field", no_field)
+    regions = region_colours(lab_small, sketch_l, torch.ones(1, 1, 32, 64), hints=(rgb, mask))
+    assert regions.hint_rgb is None
+    for colour, (y, x) in zip(colours, ((15, 28), (15, 60)), strict=True):  # far from the own scribble
+        label = int(regions.labels[y, x])
+        assert bool(regions.snap[label]) and torch.equal(regions.rgb[:, label], colour)
+    monkeypatch.undo()
+    # A second colour in the left box: the field splits that box between its two scribbles.
+    rgb[..., 10:20, 26] = torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1)
+    mask[..., 10:20, 26] = 1
+    regions = region_colours(lab_small, sketch_l, torch.ones(1, 1, 32, 64), hints=(rgb, mask))
+    out = render_u8(torch.zeros(1, 3, 32, 64), (32, 64), regions=regions)
+    assert regions.hint_rgb is not None
+    assert out[15, 6].tolist() == [204, 77, 26] and out[15, 24].tolist() == [0, 0, 255]
+
+
 def test_small_gaps_in_outlines_are_closed():
     # A square whose outline has a 2 px gap: without gap closing it merges with the background.
     sketch_l = torch.ones(1, 1, 64, 64)
@@ -239,19 +275,15 @@ def test_threaded_composition_is_pixel_identical(size, small):
     channels_last = sketch_u8[0].permute(1, 2, 0).contiguous().permute(2, 0, 1)[None]
     for flat in (False, True):
         clean = remove_lines(lab, small_l)
-        regions = region_colours(clean, sketch_l, _interior(small_l), flat=flat, hints=hints, threads=1)
+        regions = region_colours(clean, sketch_l, _interior(small_l), flat=flat, hints=hints)
         rgb_small = lab_to_rgb(clean)
         reference = _legacy_render_u8(rgb_small, size, regions, sketch_u8.contiguous())
         for threads in (1, 3):
-            again = region_colours(
-                clean, sketch_l, _interior(small_l), flat=flat, hints=hints, threads=threads
-            )
-            assert torch.equal(again.labels, regions.labels) and torch.equal(again.snap, regions.snap)
             for sketch in (sketch_u8.contiguous(), channels_last):
-                ours = render_u8(rgb_small, size, regions=again, sketch_u8=sketch, threads=threads)
+                ours = render_u8(rgb_small, size, regions=regions, sketch_u8=sketch, threads=threads)
                 assert np.array_equal(ours, reference), (size, flat, threads)
             assert np.array_equal(
-                render_u8(rgb_small, size, regions=again, threads=threads),
+                render_u8(rgb_small, size, regions=regions, threads=threads),
                 _legacy_render_u8(rgb_small, size, regions),
             )
         whole = carry_to_full_size(lab, small_l, sketch_l, sketch_u8, flat=flat, hints=hints, keep_flats=True)

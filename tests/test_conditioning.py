@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -9,6 +10,7 @@ from sketchcolor.conditioning import (
     make_conditioning,
     region_fill,
     resize_hints,
+    within_distance,
 )
 from sketchcolor.config import ColorConfig, ConditioningConfig
 from sketchcolor.errors import HintError
@@ -114,3 +116,30 @@ def test_model_without_fill_refuses_missing_fill():
 def test_shape_validation():
     with pytest.raises(ValueError, match="hint_mask must be"):
         Conditioning(torch.ones(1, 1, 2, 2), torch.zeros(1, 3, 2, 2), torch.zeros(1, 1, 3, 2))
+
+
+@pytest.mark.parametrize(
+    ("shape", "density", "radius"),
+    [
+        ((64, 64), 0.01, 2.0),
+        ((97, 131), 0.002, 3.5),  # odd sizes, a radius between integers
+        ((1024, 1024), 0.0005, 16.0),  # the composition's grid and gap at its largest
+        ((300, 200), 0.0002, 64.0),  # the widest gap step of the hint closing
+        ((5, 400), 0.05, 7.3),  # a strip thinner than the disc
+        ((128, 128), 0.6, 4.0),  # dense: counts far above 1
+        ((1, 50), 0.1, 0.0),
+    ],
+)
+def test_within_distance_is_scipys_thresholded_distance_transform(shape, density, radius):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(int(radius * 10) + shape[0])
+    points = rng.random(shape) < density
+    points[shape[0] // 2, shape[1] // 2] = True
+    expected = ndimage.distance_transform_edt(~points) <= radius
+    assert np.array_equal(within_distance(points, radius), expected)
+
+
+def test_within_distance_of_nothing_is_empty_and_of_everything_is_everything():
+    assert not within_distance(np.zeros((40, 30), bool), 5.0).any()
+    assert within_distance(np.ones((40, 30), bool), 5.0).all()

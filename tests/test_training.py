@@ -16,7 +16,7 @@ import torch
 from sketchcolor.checkpoint import load_checkpoint
 from sketchcolor.cli import main
 from sketchcolor.config import SampleConfig, dumps_toml, to_dict
-from sketchcolor.errors import CheckpointError, DataError
+from sketchcolor.errors import CheckpointError, ConfigError, DataError
 from sketchcolor.pipeline import colorize
 from sketchcolor.training import TrainingDiverged, checkpoints_in, load_run_config, train
 
@@ -147,6 +147,37 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, data, monkeypatch):
         list(train(config, run))
     assert [p.name for p in checkpoints_in(run)] == ["step-000002"]
     assert load_checkpoint(run / "last.safetensors").metadata["step"] == "2"
+
+
+def test_hint_weight_weights_the_training_loss_at_hinted_pixels_only(tmp_path, data, monkeypatch):
+    from sketchcolor import denoiser
+
+    original = denoiser.Denoiser.loss
+    calls = []
+
+    def spy(self, x0, t, noise, cond, weight=None):
+        calls.append((cond.channels.detach().clone(), weight))
+        return original(self, x0, t, noise, cond, weight)
+
+    monkeypatch.setattr(denoiser.Denoiser, "loss", spy)
+    config = tiny_train_config(
+        data, tmp_path, **{"optim.steps": 1, "optim.hint_weight": 4.0, "hints.p_none": 0.0, "hints.drop": 0.0}
+    )
+    list(train(config, tmp_path / "run"))
+    (channels, weight), *validation = calls
+    mask = channels[:, config.model.conditioning.channels.index("hint_mask")].unsqueeze(1)
+    assert 0 < float(mask.mean()) < 1  # some pixels hinted, most not
+    assert weight is not None and torch.equal(weight, 1.0 + 4.0 * mask)
+    assert validation and all(w is None for _, w in validation)  # the validation loss stays plain MSE
+
+
+def test_hint_weight_zero_is_plain_mse_and_negative_is_refused(tmp_path, data):
+    from sketchcolor.training import hint_loss_weight
+
+    config = tiny_train_config(data, tmp_path)
+    assert config.optim.hint_weight == 0 and hint_loss_weight(torch.ones(1, 9, 4, 4), config) is None
+    with pytest.raises(ConfigError, match="optim.hint_weight must be a finite number >= 0"):
+        tiny_train_config(data, tmp_path, **{"optim.hint_weight": -1.0})
 
 
 def test_init_from_fine_tunes(tmp_path, data):

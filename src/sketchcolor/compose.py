@@ -109,11 +109,6 @@ def _forget_pool() -> None:
 os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _background(fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
-    """Run ``fn(*args)`` on a composition thread. ``fn`` must not wait for other such tasks."""
-    return _executor().submit(fn, *args)
-
-
 def parallel_map(fn: Callable[[Any], T], items: Sequence[Any], threads: int | None = None) -> list[T]:
     """``[fn(x) for x in items]`` on up to ``threads`` threads, the calling one included.
 
@@ -338,7 +333,6 @@ def region_colours(
     flat: bool = False,
     max_std: float = SNAP_MAX_STD,
     hints: tuple[torch.Tensor, torch.Tensor] | SparseHints | None = None,
-    threads: int | None = None,
 ) -> Regions:
     """Choose one colour per line-enclosed region of the full-size sketch.
 
@@ -349,11 +343,11 @@ def region_colours(
     its region (the classical flat fill, split between several hint colours). Regions are
     labelled with small outline gaps closed (:func:`label_closed_regions`).
 
-    The nearest-hint field (a distance transform of the hints) does not depend on the regions,
-    so with ``threads`` > 1 it is computed on a second thread while the regions are labelled.
-    That overlap gains little: scipy's distance transform holds the GIL (measured, 2 transforms of
-    1024 x 1024 on 2 threads take the time of 2 in a row), so labelling and hint fields run one at
-    a time; the bands of :func:`render_u8` are what the cores share.
+    The nearest-hint field (a distance transform of the hints over the labelling grid, a tenth
+    of a second at 1024 x 1024 that holds the GIL) is computed only when some hinted region holds
+    more than one hint colour: where each holds one, the nearest hint in a region has that colour
+    wherever it is, so the region is filled with it directly (the usual case: one colour scribbled
+    per shape).
 
     Args:
         lab_small: (1, 3, h, w) the model's colours (lines removed) at the working size.
@@ -363,8 +357,6 @@ def region_colours(
         max_std: Uniformity threshold (see :data:`SNAP_MAX_STD`).
         hints: Optional full-size hints: ``(rgb (1, 3, H, W) in [0, 1], mask (1, 1, H, W))`` or
             a :class:`SparseHints`.
-        threads: Threads to use (default :func:`compose_threads`); the result does not depend
-            on it.
 
     Returns:
         The :class:`Regions`; line pixels (region 0) and regions without samples are not snapped.
@@ -385,10 +377,6 @@ def region_colours(
     h, w = grid_l.shape[-2:]
     gap = GAP_PER_128 * max(h, w) / 128.0
     grid_np = grid_l[0, 0].numpy()
-    field = None
-    if sparse is not None:
-        threads = compose_threads() if threads is None else threads
-        field = _background(_hint_field, sparse, (h, w)) if threads > 1 else None
     labels_np = label_closed_regions(grid_np, gap)
     if sparse is not None:
         labels_np = _close_around_hints(labels_np, grid_np, sparse, gap)
@@ -412,16 +400,22 @@ def region_colours(
     paper = torch.tensor([100.0, 0.0, 0.0]).view(3, 1)
     near_paper = (mean_lab - paper).norm(dim=0) <= PAPER_DISTANCE
     mean_lab = torch.where(near_paper & snap, paper, mean_lab)
-    hint_rgb = hint_use = None
+    hint_rgb = hint_use = one_colour = None
     if sparse is not None:
-        trusted, hint_lab = _hinted_regions(labels, sparse, k)
-        mean_lab = torch.where(trusted, hint_lab, mean_lab)
-        snap |= trusted
-        hint_rgb, nearest = field.result() if field is not None else _hint_field(sparse, (h, w))
-        own = labels.reshape(-1)[nearest] == labels
-        hint_use = own & trusted[labels] & (labels > 0)
+        hinted = _hinted_regions(labels, sparse, k)
+        mean_lab = torch.where(hinted.trusted, hinted.mean_lab, mean_lab)
+        snap |= hinted.trusted
+        if bool((hinted.one_colour | ~hinted.trusted).all()):
+            one_colour = hinted  # each hinted region is filled with its one colour, exactly
+        else:
+            hint_rgb, nearest = _hint_field(sparse, (h, w))
+            own = labels.reshape(-1)[nearest] == labels
+            hint_use = own & hinted.trusted[labels] & (labels > 0)
     snap[0] = False  # line pixels keep the smooth colour (the lines go on top anyway)
     rgb = lab_to_rgb(mean_lab.T.reshape(k, 3, 1, 1)).reshape(k, 3).T.contiguous()
+    if one_colour is not None:
+        # The hint's own sRGB, not its round trip through the LAB mean.
+        rgb = torch.where(one_colour.trusted, one_colour.rgb, rgb)
     return Regions(labels, snap, rgb, hint_rgb, hint_use)
 
 
@@ -480,8 +474,25 @@ def _hint_field(hints: SparseHints, size: tuple[int, int]) -> tuple[torch.Tensor
     return hint_rgb, torch.from_numpy(flat)
 
 
-def _hinted_regions(labels: torch.Tensor, hints: SparseHints, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Regions that hold hints, and their mean hint LAB (3, k).
+@dataclasses.dataclass(frozen=True)
+class _HintedRegions:
+    """What the hints say about each region of a labelling (all indexed by label, K entries).
+
+    Attributes:
+        trusted: (K,) bool: the region holds hints and is not the page's background.
+        mean_lab: (3, K) mean LAB of the region's hint pixels.
+        one_colour: (K,) bool: every hint pixel of the region has the same sRGB colour.
+        rgb: (3, K) that colour where ``one_colour`` (the darkest channel values elsewhere).
+    """
+
+    trusted: torch.Tensor
+    mean_lab: torch.Tensor
+    one_colour: torch.Tensor
+    rgb: torch.Tensor
+
+
+def _hinted_regions(labels: torch.Tensor, hints: SparseHints, k: int) -> _HintedRegions:
+    """Which regions hold hints, with what colours.
 
     ``labels`` is the labelling grid; full-size hint pixels are mapped onto it. A hinted region
     that touches the border and covers more than :data:`BACKGROUND_FRACTION` of the picture is not
@@ -499,7 +510,14 @@ def _hinted_regions(labels: torch.Tensor, hints: SparseHints, k: int) -> tuple[t
     trusted = count > 0
     trusted &= ~torch.from_numpy(background_labels(labels.numpy()))
     trusted[0] = False
-    return trusted, means
+    index = lbl.expand(3, -1)
+    low = torch.zeros(3, k, dtype=hints.rgb.dtype).scatter_reduce(
+        1, index, hints.rgb, "amin", include_self=False
+    )
+    high = torch.zeros(3, k, dtype=hints.rgb.dtype).scatter_reduce(
+        1, index, hints.rgb, "amax", include_self=False
+    )
+    return _HintedRegions(trusted, means, (low == high).all(dim=0), low)
 
 
 def _bilinear_rows(small: int, full: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -682,7 +700,7 @@ def carry_to_full_size(
     regions = None
     if snap or flat:
         interior = -F.max_pool2d(-interior_weight(sketch_l_small), 3, stride=1, padding=1)
-        regions = region_colours(clean, sketch_l_full, interior, flat=flat, hints=hints, threads=threads)
+        regions = region_colours(clean, sketch_l_full, interior, flat=flat, hints=hints)
     rgb_small = lab_to_rgb(clean)
     picture = render_u8(rgb_small, size, regions=regions, sketch_u8=sketch_u8, threads=threads)
     flats = render_u8(rgb_small, size, regions=regions, threads=threads) if keep_flats else None

@@ -413,6 +413,35 @@ def label_regions(sketch: np.ndarray, line_level: float = LINE_LEVEL) -> np.ndar
     return label(sketch >= line_level, connectivity=1).astype(np.int32)
 
 
+def within_distance(points: np.ndarray, radius: float) -> np.ndarray:
+    """The pixels at Euclidean distance at most ``radius`` from a True pixel of ``points``.
+
+    The same set as ``scipy.ndimage.distance_transform_edt(~points) <= radius`` (when ``points``
+    has a True pixel; with none, the empty set), computed as the number of True pixels within a
+    disc of that radius: a convolution of the indicator with the disc, by FFT in float32. The
+    counts are integers and the FFT's rounding error is far below the 0.5 the count is compared
+    with (about 2e-4 on a 1024 x 1024 page; tests/test_conditioning.py checks against scipy),
+    so the set is exact. At 1024 x 1024 this takes a tenth of the distance transform's time
+    and, unlike scipy's transform, releases the GIL.
+
+    Args:
+        points: (H, W) bool.
+        radius: Distance in pixels, >= 0.
+
+    Returns:
+        (H, W) bool.
+    """
+    r = int(math.floor(radius))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    # The comparison scipy's result is compared with: the square root of the integer squared distance.
+    disc = torch.from_numpy((np.sqrt((xx * xx + yy * yy).astype(np.float64)) <= radius).astype(np.float32))
+    h, w = points.shape
+    size = (h + 2 * r, w + 2 * r)  # room for the disc on every side: no wrap-around
+    x = torch.from_numpy(points.astype(np.float32))
+    counts = torch.fft.irfft2(torch.fft.rfft2(x, s=size) * torch.fft.rfft2(disc, s=size), s=size)
+    return (counts[r : r + h, r : r + w] > 0.5).numpy()
+
+
 def label_closed_regions(sketch: np.ndarray, gap: float, line_level: float = LINE_LEVEL) -> np.ndarray:
     """Label line-enclosed regions, closing gaps in the outlines up to about ``2 * gap`` pixels.
 
@@ -433,7 +462,7 @@ def label_closed_regions(sketch: np.ndarray, gap: float, line_level: float = LIN
     lines = sketch < line_level
     if gap < 1:
         return label_regions(sketch, line_level)
-    thick = ndimage.distance_transform_edt(~lines) <= gap
+    thick = within_distance(lines, gap)
     labels = label_regions(np.where(thick, 0.0, 1.0))
     if labels.max() == 0:
         return label_regions(sketch, line_level)

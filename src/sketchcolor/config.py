@@ -772,6 +772,11 @@ class OptimConfig:
             error where unsupported), ``false`` keeps torch's default kernel (foreach on CUDA,
             one tensor at a time on the CPU). The optimiser state is the same either way, so a
             run may be resumed with another setting (which it then uses).
+        hint_weight: Extra loss weight at hinted pixels: a pixel the hints cover counts
+            ``1 + hint_weight`` times in the training loss, the others once (0 = plain MSE). Hinted
+            pixels are 1-3 % of a picture, so under plain MSE following a hint is a small part of
+            the objective; docs/training.md measures what weighting them does. The validation loss
+            stays unweighted, so it is comparable across settings.
     """
 
     steps: int = 10_000
@@ -788,6 +793,7 @@ class OptimConfig:
     ema_decay: float = 0.999
     precision: Precision = "auto"
     fused: FusedChoice = "auto"
+    hint_weight: float = 0.0
 
     def __post_init__(self) -> None:
         _check(
@@ -806,6 +812,10 @@ class OptimConfig:
         _check(0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0, "optim.beta1/beta2 must be in [0, 1)")
         _check(self.grad_clip >= 0, "optim.grad_clip must be >= 0")
         _check(0.0 <= self.ema_decay < 1.0, "optim.ema_decay must be in [0, 1)")
+        _check(
+            math.isfinite(self.hint_weight) and self.hint_weight >= 0,
+            "optim.hint_weight must be a finite number >= 0",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

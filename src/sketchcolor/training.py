@@ -549,6 +549,20 @@ def _batch_cond(
     return ModelCond(channels, reference)
 
 
+def hint_loss_weight(channels: torch.Tensor, config: TrainConfig) -> torch.Tensor | None:
+    """Per-pixel loss weights ``1 + optim.hint_weight * hint_mask`` (N, 1, H, W), or None at weight 0.
+
+    Args:
+        channels: (N, C, H, W) conditioning channels of a batch (:meth:`Conditioning.as_channels`).
+        config: The run's configuration (its conditioning layout names the hint-mask channel).
+    """
+    if config.optim.hint_weight == 0:
+        return None
+    index = config.model.conditioning.channels.index("hint_mask")
+    mask = channels[:, index : index + 1].float()
+    return 1.0 + config.optim.hint_weight * mask
+
+
 def _optimisation_step(run: _Run, step: int, lr: float) -> tuple[float, float]:
     """One optimiser step (all micro-batches).
 
@@ -589,7 +603,8 @@ def _optimisation_step(run: _Run, step: int, lr: float) -> tuple[float, float]:
         try:
             with sync:
                 with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
-                    loss = run.denoiser.loss(x0, t, noise, cond) / config.optim.grad_accum
+                    weight = hint_loss_weight(cond.channels, config)
+                    loss = run.denoiser.loss(x0, t, noise, cond, weight) / config.optim.grad_accum
                 (run.scaler.scale(loss) if run.scaler else loss).backward()
         except Exception as exc:
             failure = _compile_failure(exc, step) if config.run.compile else None
