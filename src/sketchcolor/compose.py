@@ -482,7 +482,7 @@ class _HintedRegions:
         trusted: (K,) bool: the region holds hints and is not the page's background.
         mean_lab: (3, K) mean LAB of the region's hint pixels.
         one_colour: (K,) bool: every hint pixel of the region has the same sRGB colour.
-        rgb: (3, K) that colour where ``one_colour`` (the darkest channel values elsewhere).
+        rgb: (3, K) that colour where ``one_colour`` (elsewhere the per-channel minimum, unused).
     """
 
     trusted: torch.Tensor
