@@ -30,6 +30,25 @@ def test_sketch_lightness_matches_lab_lightness():
     assert torch.allclose(sketch_lightness_u8(grey), lightness(grey.float() / 255), atol=1e-4)
 
 
+def test_banded_grey_lightness_is_one_rule_for_the_whole_page(monkeypatch):
+    from sketchcolor import compose
+
+    monkeypatch.setattr(compose, "LIGHTNESS_BAND_ROWS", 4)  # many bands on a small page
+    gen = torch.Generator().manual_seed(1)
+    grey = torch.randint(0, 256, (1, 1, 37, 11), dtype=torch.uint8, generator=gen).expand(1, 3, 37, 11)
+    channels_last = grey[0].permute(1, 2, 0).contiguous().permute(2, 0, 1)[None]  # as pictures are read
+    table = compose._GREY_L_LUT[grey[0, 0].long()].view(1, 1, 37, 11)
+    for threads in (1, 3):
+        assert torch.equal(sketch_lightness_u8(channels_last, threads=threads), table)
+    # One coloured pixel in the last band: the whole page takes the luminance path, as a whole.
+    tinted = channels_last.clone()
+    tinted[0, 0, 36, 10] = 255 - int(tinted[0, 1, 36, 10])
+    expected = compose.sketch_lightness_u8(tinted, threads=1)
+    assert torch.equal(sketch_lightness_u8(tinted, threads=3), expected)
+    assert not torch.equal(expected[..., :32, :], table[..., :32, :])  # not the table, even where grey
+    assert torch.allclose(expected, lightness(tinted.float() / 255), atol=1e-4)
+
+
 def test_remove_lines_keeps_paper_and_replaces_line_colour():
     sketch_l = _two_regions(16)
     lab = torch.zeros(1, 3, 16, 16)

@@ -160,11 +160,17 @@ def _lightness_lut() -> tuple[torch.Tensor, torch.Tensor]:
 _LINEAR_LUT, _GREY_L_LUT = _lightness_lut()
 
 
-def sketch_lightness_u8(rgb_u8: torch.Tensor) -> torch.Tensor:
+#: Rows per band of :func:`sketch_lightness_u8`'s grey path (a few MB of output per band).
+LIGHTNESS_BAND_ROWS = 256
+
+
+def sketch_lightness_u8(rgb_u8: torch.Tensor, threads: int | None = None) -> torch.Tensor:
     """CIE L/100 of an 8-bit sRGB image (1, 3, H, W) uint8 -> (1, 1, H, W) float in [0, 1].
 
     Grey images (the usual sketch) take one table lookup per pixel; coloured ones go through
-    luminance. Equal to :func:`sketchcolor.color.lightness` to within 1e-4.
+    luminance. Equal to :func:`sketchcolor.color.lightness` to within 1e-4. The grey test and the
+    lookup run in bands of rows on ``threads`` threads (default :func:`compose_threads`; numpy
+    releases the GIL for both); the result does not depend on it.
     """
     r, g, b = rgb_u8[0, 0], rgb_u8[0, 1], rgb_u8[0, 2]
 
@@ -172,8 +178,19 @@ def sketch_lightness_u8(rgb_u8: torch.Tensor) -> torch.Tensor:
         # numpy's take reads the uint8 indices as they are (torch would widen them to int64 first).
         return torch.from_numpy(np.take(table.numpy(), channel.numpy()))
 
-    if torch.equal(r, g) and torch.equal(g, b):
-        return lookup(_GREY_L_LUT, r).view(1, 1, *r.shape)
+    rn, gn, bn = r.numpy(), g.numpy(), b.numpy()
+    grey_table = _GREY_L_LUT.numpy()
+    out = np.empty(rn.shape, dtype=grey_table.dtype)
+
+    def grey_band(top: int) -> bool:
+        rows = slice(top, top + LIGHTNESS_BAND_ROWS)
+        if not (np.array_equal(rn[rows], gn[rows]) and np.array_equal(gn[rows], bn[rows])):
+            return False
+        np.take(grey_table, rn[rows], out=out[rows])
+        return True
+
+    if all(parallel_map(grey_band, range(0, rn.shape[0], LIGHTNESS_BAND_ROWS), threads)):
+        return torch.from_numpy(out).view(1, 1, *r.shape)
     y = (
         0.212671 * lookup(_LINEAR_LUT, r)
         + 0.715160 * lookup(_LINEAR_LUT, g)
