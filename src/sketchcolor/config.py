@@ -774,8 +774,10 @@ class OptimConfig:
             run may be resumed with another setting (which it then uses).
         hint_weight: Extra loss weight at hinted pixels: a pixel the hints cover counts
             ``1 + hint_weight`` times in the training loss, the others once (0 = plain MSE). Hinted
-            pixels are 1-3 % of a picture, so under plain MSE following a hint is a small part of
-            the objective; docs/training.md measures what weighting them does. The validation loss
+            pixels are a few percent of a picture at most (with the default ``[hints]``, up to 8
+            strokes of at most 16 x 3 working pixels on 64 x 64), so under plain MSE following a
+            hint is a small part of the objective; docs/training.md measures what weighting them
+            does. The validation loss
             stays unweighted, so it is comparable across settings.
     """
 
