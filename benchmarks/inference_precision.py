@@ -102,25 +102,31 @@ def scores_table(args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def _pages(count: int) -> tuple[list, list]:
+    """The first ``count`` of compare_speed.py's synthetic 512 px pages and their hints, in memory."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from compare_speed import make_pages  # the same pages as the speed comparison
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pages = Path(tmp) / "pages"
+        make_pages(pages, count)
+        sketches = [Image.open(pages / f"page-{k:03d}.png") for k in range(count)]
+        hints = [Image.open(pages / f"page-{k:03d}.hints.png") for k in range(count)]
+        for im in [*sketches, *hints]:
+            im.load()
+    return sketches, hints
+
+
 def speed_table(args: argparse.Namespace) -> list[str]:
     import torch
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from compare_speed import make_pages  # the same synthetic 512 px pages as the speed comparison
-    from PIL import Image
 
     from sketchcolor.config import SampleConfig
     from sketchcolor.device import cpu_bf16_native
     from sketchcolor.pipeline import colorize_batch, load_model, sample_batch
 
     bundle = load_model(args.model, "cpu")
-    with tempfile.TemporaryDirectory() as tmp:
-        pages = Path(tmp) / "pages"
-        make_pages(pages, 4)
-        sketches = [Image.open(pages / f"page-{k:03d}.png") for k in range(4)]
-        hints = [Image.open(pages / f"page-{k:03d}.hints.png") for k in range(4)]
-        for im in [*sketches, *hints]:
-            im.load()
+    sketches, hints = _pages(4)
     lines = [
         f"CPU with native bfloat16: {cpu_bf16_native()}; {torch.get_num_threads()} threads; "
         f"median of {args.repeat} runs after one warm-up; 4 pages of 512 px, DDIM {args.steps} steps.",
@@ -150,22 +156,12 @@ def checks_table(args: argparse.Namespace) -> list[str]:
     import numpy as np
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from compare_speed import make_pages
-    from PIL import Image
-
     from sketchcolor.config import SampleConfig
     from sketchcolor.models.unet import narrowest_feature_map
     from sketchcolor.pipeline import BF16_MIN_FEATURE_MAP, colorize, colorize_batch, load_model
 
     bundle = load_model(args.model, "cpu")
-    with tempfile.TemporaryDirectory() as tmp:
-        pages = Path(tmp) / "pages"
-        make_pages(pages, 4)
-        sketches = [Image.open(pages / f"page-{k:03d}.png") for k in range(4)]
-        hints = [Image.open(pages / f"page-{k:03d}.hints.png") for k in range(4)]
-        for im in [*sketches, *hints]:
-            im.load()
+    sketches, hints = _pages(4)
     lines = [
         "| precision | pixels differing, batch of 4 against alone (of 4 × 512 × 512) | largest difference (levels) |",
         "| --- | --- | --- |",
