@@ -24,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_STAGES = [
     "_prepare", "read_sketch_u8", "_as_layer", "is_colour_image", "sketch_lightness_u8",
-    "normalize_sketch", "make_conditioning", "sample", "_finish", "carry_to_full_size",
+    "make_conditioning", "sample", "_finish", "carry_to_full_size",
 ]  # fmt: skip
 COMPOSE_STAGES = ["region_colours", "render_u8", "remove_lines"]
 

@@ -49,6 +49,43 @@ def test_banded_grey_lightness_is_one_rule_for_the_whole_page(monkeypatch):
     assert torch.allclose(expected, lightness(tinted.float() / 255), atol=1e-4)
 
 
+@pytest.mark.parametrize("paper", [255, 228, 140])  # white, tinted, and too faint to stretch
+def test_normalised_lightness_is_normalize_sketch_of_the_lightness(paper):
+    """normalize=True (the stretch applied to the lookup table) equals normalize_sketch after."""
+    from sketchcolor.conditioning import normalize_sketch
+
+    gen = torch.Generator().manual_seed(paper)
+    plane = torch.full((1, 1, 300, 517), paper, dtype=torch.uint8)
+    plane[..., 40:260:9, :] = torch.randint(0, 120, (1, 1, 25, 517), dtype=torch.uint8, generator=gen)
+    if paper == 140:
+        plane[plane < 120] = 130  # paper and ink within 0.15: left as is
+    one_plane = plane.expand(1, 3, 300, 517)
+    three = one_plane.contiguous()
+    want = normalize_sketch(sketch_lightness_u8(three))
+    for u8 in (one_plane, three):
+        for threads in (1, 2):
+            assert torch.equal(sketch_lightness_u8(u8, threads, normalize=True), want)
+    coloured = three.clone()
+    coloured[0, 0, :50] = 255  # a coloured picture takes luminance, then the stretch
+    assert torch.equal(
+        sketch_lightness_u8(coloured, normalize=True), normalize_sketch(sketch_lightness_u8(coloured))
+    )
+    assert not torch.equal(sketch_lightness_u8(coloured), sketch_lightness_u8(three))
+
+
+def test_one_plane_sketch_renders_as_three_planes():
+    """A grey sketch given as one plane (channel stride 0) multiplies exactly as its RGB copy."""
+    gen = torch.Generator().manual_seed(2)
+    plane = torch.randint(0, 256, (1, 1, 70, 45), dtype=torch.uint8, generator=gen)
+    one_plane = plane.expand(1, 3, 70, 45)
+    three = one_plane[0].permute(1, 2, 0).contiguous().permute(2, 0, 1)[None]
+    rgb_small = torch.rand(1, 3, 9, 7, generator=gen)
+    for threads in (1, 2):
+        got = render_u8(rgb_small, (70, 45), sketch_u8=one_plane, threads=threads)
+        assert np.array_equal(got, render_u8(rgb_small, (70, 45), sketch_u8=three, threads=threads))
+    assert not np.array_equal(got, render_u8(rgb_small, (70, 45)))  # the sketch was multiplied
+
+
 def test_remove_lines_keeps_paper_and_replaces_line_colour():
     sketch_l = _two_regions(16)
     lab = torch.zeros(1, 3, 16, 16)
@@ -328,3 +365,17 @@ def test_parallel_map_keeps_order_nests_and_raises():
 
     with pytest.raises(ValueError, match="seven"):
         parallel_map(boom, list(range(20)), threads=2)
+
+
+@pytest.mark.parametrize(
+    ("full", "size"),
+    [((4096, 300), (1024, 75)), ((3508, 41), (1024, 12)), ((1027, 30), (64, 9)), ((500, 7), (64, 7))],
+)
+def test_banded_area_downscale_is_torch_area_interpolation(full, size):
+    """Bands of output rows on threads give exactly F.interpolate's area values."""
+    from sketchcolor.compose import area_downscale
+
+    x = torch.rand(1, 1, *full, generator=torch.Generator().manual_seed(full[0]))
+    want = torch.nn.functional.interpolate(x, size=size, mode="area")
+    for threads in (1, 2, 3):
+        assert torch.equal(area_downscale(x, size, threads), want)

@@ -5,6 +5,7 @@ from PIL import Image
 
 import sketchcolor
 from sketchcolor.checkpoint import load_checkpoint, save_checkpoint
+from sketchcolor.conditioning import SparseHints
 from sketchcolor.config import ConditioningConfig, SampleConfig
 from sketchcolor.errors import CheckpointError, HintError
 from sketchcolor.pipeline import colorize, working_size
@@ -142,16 +143,23 @@ def test_hints_image_fast_path_follows_the_rgba_rule(background):
     rgba[h - 1, w - 1] = torch.tensor([10, 200, 30, 128], dtype=torch.uint8)  # alpha exactly 0.5
     if background == "none":
         rgba[..., 3] = 0
+    rgba[0, 1] = torch.tensor([200, 0, 0, 5], dtype=torch.uint8)  # faint: in the box, not a hint
     image = Image.fromarray(rgba.numpy(), "RGBA")
     layer = hints_from_image(image, (h, w))
     want_rgb, want_mask = hints_from_rgba(rgba.permute(2, 0, 1).unsqueeze(0).float() / 255.0)
     assert torch.equal(layer.mask, want_mask)
     assert torch.equal(layer.rgb, want_rgb * want_mask)
     assert (layer.mask.sum() > 0) == (background != "none")
+    # The hinted pixels found on the way are those a pass over the layer finds.
+    known, found = layer.known_hints, SparseHints.from_layer(layer.rgb, layer.mask)
+    assert known is not None and known.size == found.size
+    assert torch.equal(known.ys, found.ys) and torch.equal(known.xs, found.xs)
+    assert torch.equal(known.rgb, found.rgb) and known.rgb.dtype == found.rgb.dtype
+    assert layer.is_empty == (background == "none")
 
 
 def test_grey_sketch_reads_as_its_rgb_conversion():
-    """A mode-L sketch (numpy's channel copy) reads exactly as PIL's RGB conversion of it."""
+    """A mode-L sketch reads as PIL's RGB conversion of it, one plane seen as three channels."""
     from sketchcolor.pipeline import read_sketch_u8
 
     grey = Image.fromarray(np.random.default_rng(3).integers(0, 256, (37, 51), dtype=np.uint8), "L")
@@ -159,4 +167,27 @@ def test_grey_sketch_reads_as_its_rgb_conversion():
     want = read_sketch_u8(grey.convert("RGB"))
     assert got.shape == (1, 3, 37, 51) and got.dtype == torch.uint8
     assert torch.equal(got, want)
-    assert got.permute(0, 2, 3, 1).is_contiguous()  # channels-last memory, as the composition reads
+    assert got.stride(1) == 0  # one plane: the composition reads one byte per pixel
+    assert want.permute(0, 2, 3, 1).is_contiguous()  # RGB pictures: channels-last, as stored
+    before = got[0, 0, 0, 0].item()
+    grey.putpixel((0, 0), (before + 1) % 256)
+    assert got[0, 0, 0, 0].item() == before
+
+
+@pytest.mark.parametrize("shape", [(96, 80), (40, 1100)])  # the second is labelled on a smaller grid
+def test_grey_and_rgb_copies_of_a_sketch_colour_the_same(bundle, shape):
+    """The one-plane path (mode L) gives the picture the three-plane path (mode RGB) gives."""
+    h, w = shape
+    rng = np.random.default_rng(5)
+    page = np.full(shape, 235, dtype=np.uint8)  # tinted paper: the sketch is normalised
+    page[h // 5 : h // 5 + 3, w // 8 : w - w // 8] = 0
+    page[h // 5 :, w // 2 : w // 2 + 3] = 30
+    page[h - h // 3 : h - h // 3 + 3, :] = 90
+    page = np.clip(page.astype(int) + rng.integers(-6, 7, shape), 0, 255).astype(np.uint8)
+    grey = Image.fromarray(page, "L")
+    hints = Image.new("RGBA", grey.size, (0, 0, 0, 0))
+    hints.paste((200, 40, 40, 255), (w // 8 + 2, h // 5 + 5, w // 2 - 4, h - h // 3 - 3))
+    a = colorize(grey, hints, bundle, SampleConfig(steps=2), seed=4)
+    b = colorize(grey.convert("RGB"), hints, bundle, SampleConfig(steps=2), seed=4)
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert a.record == b.record

@@ -586,15 +586,36 @@ def normalize_sketch(sketch: torch.Tensor) -> torch.Tensor:
         (N, 1, H, W) in [0, 1].
     """
     out = []
-    step = max(1, max(sketch.shape[-2:]) // 256)
+    step = sample_step(sketch.shape[-2:])
     for x in sketch:
-        sample = x[..., ::step, ::step].reshape(-1).float()
-        ink, paper = (float(v) for v in torch.quantile(sample, torch.tensor([0.005, 0.75])))
-        if paper - ink < 0.15:
-            out.append(x)
-        else:
-            out.append(((x - ink) / (paper - ink)).clamp(0.0, 1.0))
+        levels = normalization_levels(x[..., ::step, ::step])
+        out.append(x if levels is None else stretch_levels(x, levels))
     return torch.stack(out)
+
+
+def sample_step(size: Sequence[int]) -> int:
+    """Stride of the regular subsample (at most about 256 x 256) :func:`normalize_sketch` reads."""
+    return max(1, max(size) // 256)
+
+
+def normalization_levels(sample: torch.Tensor) -> tuple[float, float] | None:
+    """The (ink, paper) levels :func:`normalize_sketch` stretches to (0, 1), from its subsample.
+
+    ``sample`` holds the lightness values of the subsample (any shape). None: paper and ink differ
+    by less than 0.15 (a blank or almost uniform picture, left as is).
+    """
+    ink, paper = (float(v) for v in torch.quantile(sample.reshape(-1).float(), torch.tensor([0.005, 0.75])))
+    return None if paper - ink < 0.15 else (ink, paper)
+
+
+def stretch_levels(x: torch.Tensor, levels: tuple[float, float]) -> torch.Tensor:
+    """Lightness ``x`` with the ``levels`` (ink, paper) stretched to (0, 1), clamped.
+
+    Elementwise, so applying it to a lookup table and then looking up gives the same values as
+    applying it to the looked-up picture.
+    """
+    ink, paper = levels
+    return ((x - ink) / (paper - ink)).clamp(0.0, 1.0)
 
 
 def make_conditioning(
@@ -846,6 +867,61 @@ def warp_reference(
 
 
 @dataclasses.dataclass(frozen=True)
+class SparseHints:
+    """User hints as their hinted pixels only (hints are sparse; full-size passes are costly).
+
+    Attributes:
+        size: (H, W) of the picture the hints belong to.
+        ys, xs: (n,) int64 row and column of each hinted pixel, in row-major order.
+        rgb: (3, n) float32 sRGB colour of each, in [0, 1].
+    """
+
+    size: tuple[int, int]
+    ys: torch.Tensor
+    xs: torch.Tensor
+    rgb: torch.Tensor
+
+    @staticmethod
+    def from_layer(rgb: torch.Tensor, mask: torch.Tensor) -> SparseHints:
+        """From a dense layer: ``rgb`` (1, 3, H, W) in [0, 1] and ``mask`` (1, 1, H, W) in {0, 1}."""
+        ys, xs = mask[0, 0].nonzero(as_tuple=True)
+        return SparseHints((int(mask.shape[-2]), int(mask.shape[-1])), ys, xs, rgb[0][:, ys, xs])
+
+    @staticmethod
+    def none(size: tuple[int, int]) -> SparseHints:
+        """No hints on a picture of ``size``."""
+        empty = torch.zeros(0, dtype=torch.int64)
+        return SparseHints(size, empty, empty, torch.zeros(3, 0))
+
+    @property
+    def is_empty(self) -> bool:
+        return self.ys.numel() == 0
+
+    def on_grid(self, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hints on a grid of ``size`` (h, w) no larger than theirs, as ``resize_hints`` does.
+
+        Returns:
+            ``rgb`` (3, h, w) and ``mask`` (h, w) bool. Each grid cell takes the mean colour of
+            the hinted pixels mapped into it (clamped to [0, 1]); at equal size, the pixels' own.
+        """
+        h, w = size
+        full_h, full_w = self.size
+        rgb = torch.zeros(3, h * w, dtype=self.rgb.dtype)
+        if (h, w) == (full_h, full_w):
+            cell = self.ys * w + self.xs
+            rgb[:, cell] = self.rgb
+            mask = torch.zeros(h * w, dtype=torch.bool)
+            mask[cell] = True
+            return rgb.view(3, h, w), mask.view(h, w)
+        # The same arithmetic as conditioning.resize_hints, so both give identical colours.
+        cell = (self.ys * h // full_h) * w + (self.xs * w // full_w)
+        count = torch.bincount(cell, minlength=h * w).to(self.rgb.dtype)
+        rgb.index_add_(1, cell, self.rgb)
+        rgb = (rgb / count.clamp(min=1)).clamp(0.0, 1.0)
+        return rgb.view(3, h, w), (count > 0).view(h, w)
+
+
+@dataclasses.dataclass(frozen=True)
 class HintLayer:
     """User hints at the sketch's size, whatever their source.
 
@@ -856,10 +932,19 @@ class HintLayer:
 
     rgb: torch.Tensor
     mask: torch.Tensor
+    #: The layer's hinted pixels, when whoever made it found them anyway (as the reader of a hints
+    #: picture does); :meth:`hinted` then costs nothing. Not compared, not shown.
+    known_hints: SparseHints | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @staticmethod
     def empty(size: tuple[int, int]) -> HintLayer:
-        return HintLayer(torch.zeros(1, 3, *size), torch.zeros(1, 1, *size))
+        return HintLayer(torch.zeros(1, 3, *size), torch.zeros(1, 1, *size), SparseHints.none(size))
+
+    def hinted(self) -> SparseHints:
+        """The hinted pixels (one pass over the layer unless they are already known)."""
+        if self.known_hints is not None:
+            return self.known_hints
+        return SparseHints.from_layer(self.rgb, self.mask)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -867,6 +952,8 @@ class HintLayer:
 
     @property
     def is_empty(self) -> bool:
+        if self.known_hints is not None:
+            return self.known_hints.is_empty
         return not bool(self.mask.any())
 
     def over(self, below: HintLayer) -> HintLayer:

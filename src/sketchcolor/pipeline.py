@@ -39,7 +39,7 @@ from . import __version__
 from .checkpoint import ModelBundle, default_model_path, load_checkpoint
 from .color import lab_to_model, lab_to_rgb, model_to_lab, rgb_to_lab
 from .compose import (
-    SparseHints,
+    area_downscale,
     carry_to_full_size,
     compose_threads,
     lab_to_rgb_banded,
@@ -50,12 +50,12 @@ from .conditioning import (
     Conditioning,
     HintLayer,
     ModelCond,
+    SparseHints,
     from_points,
     from_strokes,
     hinted_region_mask,
     hints_from_rgba,
     make_conditioning,
-    normalize_sketch,
     resize_hints,
     resolve_coordinate,
     split_hints_from_sketch,
@@ -128,8 +128,9 @@ def read_sketch_u8(sketch: ImageInput) -> torch.Tensor:
     Accepts what :func:`read_sketch` accepts, and uint8 tensors. Pictures and float tensors give
     a channels-last tensor (a (1, 3, H, W) view of (H, W, 3) memory, as images are stored), which
     the composition reads without reordering. A grey picture (PIL mode ``L``, the usual scan or
-    export of line art) has its plane copied into the three channels by numpy, the same bytes as
-    PIL's conversion to RGB in a quarter of the time (0.03 s against 0.11 s at 4096 px).
+    export of line art) gives its one plane seen as three channels (channel stride 0, read-only):
+    the same values as PIL's conversion to RGB without making it, and the composition reads one
+    byte per pixel instead of three.
 
     Raises:
         ImageError: Unreadable file or a tensor of the wrong shape or range.
@@ -138,9 +139,8 @@ def read_sketch_u8(sketch: ImageInput) -> torch.Tensor:
         sketch = open_image(sketch)
     if isinstance(sketch, Image.Image):
         if sketch.mode == "L" and "transparency" not in sketch.info:
-            grey = np.asarray(sketch, dtype=np.uint8)
-            planes = np.stack([grey, grey, grey], axis=-1)  # (H, W, 3): channels-last, writable
-            return torch.from_numpy(planes).permute(2, 0, 1).unsqueeze(0)
+            grey = torch.from_numpy(np.array(sketch, dtype=np.uint8))  # (H, W), a writable copy
+            return grey.expand(1, 3, *grey.shape)
         arr = np.array(to_rgb_on_white(sketch), dtype=np.uint8)  # one (writable) copy
         return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
     if sketch.dtype == torch.uint8:
@@ -210,35 +210,38 @@ def hints_from_image(
     return HintLayer(rgb, mask)
 
 
-#: PIL point table: 255 where alpha >= 128 (a hint pixel's opacity), else 0.
-_OPAQUE_LUT = [255 if v >= 128 else 0 for v in range(256)]
-
-
 def _hints_from_rgba_image(image: Image.Image) -> HintLayer:
     """Fast path of :func:`hints_from_image` for an 8-bit RGBA picture already at the sketch's size.
 
     Same rule as :func:`~sketchcolor.conditioning.hints_from_rgba` on 8-bit levels: alpha >= 128
     (0.5) and not every channel >= 248 (0.97). Hints on a transparent layer are sparse: only the
-    box around the opaque pixels (found by PIL on the alpha channel) is read into numpy, which
+    box around the pixels that are not fully transparent (found by PIL) is read into numpy, which
     makes a 4096 px hints layer cost a few hundredths of a second instead of a quarter of one.
     """
     w, h = image.size
     # np.zeros takes zeroed pages from the system: unhinted pixels cost nothing.
     rgb = np.zeros((1, 3, h, w), dtype=np.float32)
     mask = np.zeros((1, 1, h, w), dtype=np.float32)
-    box = image.getchannel("A").point(_OPAQUE_LUT).getbbox()
-    if box is not None:
-        left, top = box[0], box[1]
-        rgba = np.asarray(image if box == (0, 0, w, h) else image.crop(box), dtype=np.uint8)
-        # "Not every channel >= 248" is "the darkest channel < 248".
-        darkest = np.minimum(np.minimum(rgba[..., 0], rgba[..., 1]), rgba[..., 2])
-        hinted = (rgba[..., 3] >= 128) & (darkest < 248)
-        ys, xs = np.nonzero(hinted)  # touch only hinted pixels
-        colours = rgba[ys, xs, :3].astype(np.float32) / np.float32(255.0)
-        ys, xs = ys + top, xs + left
-        rgb[0, :, ys, xs] = colours
-        mask[0, 0, ys, xs] = 1.0
-    return HintLayer(torch.from_numpy(rgb), torch.from_numpy(mask))
+    # The box around pixels with any opacity (PIL reads the alpha in place): it holds every hint.
+    box = image.getbbox(alpha_only=True)
+    if box is None:
+        return HintLayer(torch.from_numpy(rgb), torch.from_numpy(mask), SparseHints.none((h, w)))
+    left, top = box[0], box[1]
+    rgba = np.asarray(image if box == (0, 0, w, h) else image.crop(box), dtype=np.uint8)
+    # "Not every channel >= 248" is "the darkest channel < 248".
+    darkest = np.minimum(np.minimum(rgba[..., 0], rgba[..., 1]), rgba[..., 2])
+    hinted = (rgba[..., 3] >= 128) & (darkest < 248)
+    ys, xs = np.nonzero(hinted)  # touch only hinted pixels
+    colours = rgba[ys, xs, :3].astype(np.float32) / np.float32(255.0)
+    ys, xs = ys + top, xs + left
+    rgb[0, :, ys, xs] = colours
+    mask[0, 0, ys, xs] = 1.0
+    # The hinted pixels as SparseHints.from_layer finds them (row-major, the same float colours).
+    found = SparseHints(
+        (h, w), torch.from_numpy(ys.astype(np.int64)), torch.from_numpy(xs.astype(np.int64)),
+        torch.from_numpy(np.ascontiguousarray(colours.T)),
+    )  # fmt: skip
+    return HintLayer(torch.from_numpy(rgb), torch.from_numpy(mask), found)
 
 
 def parse_point(text: str) -> tuple[float, float, str, str, tuple[float, float, float]]:
@@ -523,6 +526,8 @@ def is_colour_image(rgb: torch.Tensor, *, chroma_level: float = 12.0, fraction: 
     True when more than ``fraction`` of pixels have LAB chroma above ``chroma_level`` (judged on
     a subsample of at most about 256 x 256 pixels). Takes float in [0, 1] or uint8.
     """
+    if rgb.stride(-3) == 0:
+        return False  # one plane seen as three channels (a grey picture)
     step = max(1, max(rgb.shape[-2:]) // 256)
     x = rgb[..., ::step, ::step]
     x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
@@ -536,7 +541,7 @@ def hints_digest(hints: HintLayer | SparseHints) -> str:
 
     Only hinted pixels are visited, so the digest costs little even for huge, sparsely hinted images.
     """
-    sparse = hints if isinstance(hints, SparseHints) else SparseHints.from_layer(hints.rgb, hints.mask)
+    sparse = hints if isinstance(hints, SparseHints) else hints.hinted()
     idx = sparse.ys * sparse.size[1] + sparse.xs
     colours = (sparse.rgb * 255.0).round().to(torch.uint8)
     h = hashlib.sha256(f"{sparse.size[0]}x{sparse.size[1]}:".encode())
@@ -674,13 +679,13 @@ def _prepare(
         log.warning("the sketch is already in colour; for greyscale photos use a photo model (--mode photo)")
     # Work at the model's resolution: area-downscale the sketch, resize hints without loss.
     small = working_size(size, config.resolution)
-    sketch_l = sketch_lightness_u8(sketch_u8)
-    if config.conditioning.normalize_sketch and config.conditioning.mode == "lineart":
-        sketch_l = normalize_sketch(sketch_l)  # paper white, darkest lines black (model and regions)
-    sketch_small = F.interpolate(sketch_l, size=small, mode="area") if small != size else sketch_l
+    # Paper white, darkest lines black (for the model and the regions) in the same pass.
+    normalize = config.conditioning.normalize_sketch and config.conditioning.mode == "lineart"
+    sketch_l = sketch_lightness_u8(sketch_u8, normalize=normalize)
+    sketch_small = area_downscale(sketch_l, small) if small != size else sketch_l
     sketch_small, _ = pad_to_multiple(sketch_small, config.model.size_multiple, value=1.0)
     hint_rgb = hint_mask = None
-    sparse: SparseHints | None = SparseHints.from_layer(layer.rgb, layer.mask)  # one pass over the layer
+    sparse: SparseHints | None = layer.hinted()  # known, or one pass over the layer
     if sparse is not None and sparse.is_empty:
         sparse = None
     if sparse is not None:
