@@ -207,3 +207,20 @@ def test_eval_self_warped_and_reference_dir(capsys, tmp_path, ref_model, tiny_ch
     assert json.loads(again)["rows"][0]["ciede2000"] == results["warped"]["ciede2000"]  # fixed warps
     code, _, err = run(capsys, "eval", "--data", data, "-m", tiny_checkpoint, "--reference-mode", "self-warped")
     assert code == 1 and "takes no reference picture" in err
+
+
+def test_eval_names_the_item_whose_reference_is_greyscale(capsys, tmp_path, ref_model):
+    data = tmp_path / "test"
+    for name, colour in (("grey", (128, 128, 128)), ("red", (200, 40, 40))):
+        for kind in ("sketch", "color", "refs"):
+            (data / kind).mkdir(parents=True, exist_ok=True)
+        draw_sketch((48, 32)).save(data / "sketch" / f"{name}.png")
+        solid(data / "color" / f"{name}.png", colour, (48, 32))
+        solid(data / "refs" / f"{name}.png", colour)
+    base = ["eval", "--data", data, "-m", ref_model, "--steps", 1, "--no-lpips", "--format", "json"]
+    code, _, err = run(capsys, *base, "--reference-mode", "self-warped")
+    assert code == 0, err
+    assert "the self-warped reference of grey is greyscale" in err and "of red" not in err
+    code, _, err = run(capsys, *base, "--reference-dir", data / "refs")
+    assert code == 0, err
+    assert f"{data / 'refs' / 'grey.png'} is greyscale" in err and "red.png" not in err

@@ -51,7 +51,7 @@ from .data import COLOR_DIRS, SKETCH_DIRS
 from .errors import ConfigError, DataError, HintError, ImageError, ModelError, SketchcolorError, failure_text
 from .io import IMAGE_SUFFIXES, atomic_write, image_to_tensor, load_rgb, write_bytes_atomic
 from .metrics import LpipsMetric, MetricUnavailableError, score_images
-from .pipeline import build_hints, colorize_batch, derive_seed, working_size
+from .pipeline import NamedReference, build_hints, colorize_batch, derive_seed, working_size
 
 __all__ = [
     "FID_WEIGHTS_URL",
@@ -666,7 +666,7 @@ class _Loaded:
     kind: HintKind
     seed: int
     files: dict[str, str]
-    reference: torch.Tensor | None = None
+    reference: NamedReference | None = None
 
 
 ReferenceMode = Literal["none", "self-warped", "dir"]
@@ -857,14 +857,17 @@ def _with_reference(
     """The item with its reference (see :func:`evaluate_model`), or a failed item."""
     name = item.pair.name
     try:
+        # Named, so a warning (a greyscale reference) says which item it is about.
+        reference: NamedReference
         if mode == "self-warped":
-            reference = self_warped_reference(item.truth_rgb, derive_seed(seed, f"reference/{name}"))
+            warped = self_warped_reference(item.truth_rgb, derive_seed(seed, f"reference/{name}"))
+            reference = NamedReference(warped, f"the self-warped reference of {name}")
             files = item.files
         else:
             path = find_hint_file(Path(str(reference_dir)), name)
             if path is None or path.suffix.lower() == ".json":
                 raise ImageError(f"no reference for {name} in {reference_dir}")
-            reference = load_rgb(path)
+            reference = NamedReference(load_rgb(path), str(path))
             files = {**item.files, "reference": str(path)}
     except Exception as exc:  # noqa: BLE001 - one bad item is a failed item
         return ItemResult(name, error=_error_text(exc), files=item.files, seed=item.seed)
