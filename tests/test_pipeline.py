@@ -191,3 +191,64 @@ def test_grey_and_rgb_copies_of_a_sketch_colour_the_same(bundle, shape):
     b = colorize(grey.convert("RGB"), hints, bundle, SampleConfig(steps=2), seed=4)
     assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
     assert a.record == b.record
+
+
+def test_run_pipelined_overlaps_in_order_and_stays_bounded():
+    """Producing item k+1 overlaps consuming item k; consumed in order; at most depth ahead."""
+    import threading
+
+    from sketchcolor.pipeline import run_pipelined
+
+    produced: list[int] = []
+    consumed: list[tuple[int, int]] = []
+    second_made = threading.Event()
+    ahead: list[int] = []
+
+    def produce(x: int) -> int:
+        produced.append(x)
+        ahead.append(len(produced) - len(consumed))
+        if x == 1:
+            second_made.set()
+        return x * 10
+
+    def consume(x: int, made: int) -> None:
+        if x == 0:  # would wait forever if item 1 were only produced after this returns
+            assert second_made.wait(timeout=30)
+        consumed.append((x, made))
+
+    run_pipelined(range(6), produce, consume, depth=1)
+    assert consumed == [(x, x * 10) for x in range(6)]
+    assert max(ahead) <= 3  # one being consumed, one waiting, one being produced
+
+    sequential: list[tuple[int, int]] = []
+    run_pipelined(range(3), produce, lambda x, m: sequential.append((x, m)), depth=0)
+    assert sequential == [(0, 0), (1, 10), (2, 20)]
+
+
+def test_run_pipelined_failures():
+    """A consumer failure stops production; a producer failure comes after the produced are consumed."""
+    from sketchcolor.pipeline import run_pipelined
+
+    class Stop(Exception):
+        pass
+
+    produced: list[int] = []
+
+    def bad_consume(x: int, made: int) -> None:
+        if x == 1:
+            raise Stop("consume")
+
+    with pytest.raises(Stop, match="consume"):
+        run_pipelined(range(100), lambda x: produced.append(x) or x, bad_consume, depth=1)
+    assert len(produced) < 10
+
+    consumed: list[int] = []
+
+    def bad_produce(x: int) -> int:
+        if x == 3:
+            raise Stop("produce")
+        return x
+
+    with pytest.raises(Stop, match="produce"):
+        run_pipelined(range(10), bad_produce, lambda x, m: consumed.append(x), depth=1)
+    assert consumed == [0, 1, 2]  # what was produced before the failure is not thrown away

@@ -26,7 +26,7 @@ import hashlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -84,6 +84,8 @@ log = logging.getLogger(__name__)
 ImageInput = str | Path | Image.Image | torch.Tensor
 StepCallback = Callable[[Mapping[str, Any]], None]
 T = TypeVar("T")
+A = TypeVar("A")
+B = TypeVar("B")
 
 #: Hints whose aspect ratio differs from the sketch's by more than this (relative) are refused.
 ASPECT_TOLERANCE = 0.02
@@ -964,6 +966,57 @@ def _run_overlapped(tasks: Iterator[Callable[[], T]], threads: int) -> list[T]:
     if errors:
         raise errors[0]
     return [results[i] for i in range(count)]
+
+
+def run_pipelined(
+    items: Iterable[A],
+    produce: Callable[[A], B],
+    consume: Callable[[A, B], None],
+    depth: int = 1,
+) -> None:
+    """``consume(x, produce(x))`` for each item in order, producing the next while consuming the last.
+
+    A two-stage pipeline: this thread produces (for ``batch``: reads a chunk and runs the network
+    on it) while one other thread consumes (composes and writes the chunk before), with at most
+    ``depth`` produced items waiting (a bounded queue, so memory stays bounded); ``depth <= 0``
+    runs the items one after another on this thread. Items are consumed in order, each exactly
+    as the sequential loop would.
+
+    Failures: the first exception from ``consume`` stops production and is raised here after the
+    consumer has stopped; what was produced and not consumed after it is dropped. An exception
+    while producing (KeyboardInterrupt included) is raised after everything already produced has
+    been consumed, so finished work is not thrown away.
+    """
+    if depth <= 0:
+        for item in items:
+            consume(item, produce(item))
+        return
+    waiting: queue.Queue[tuple[A, B] | None] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def consumer() -> None:
+        while (entry := waiting.get()) is not None:
+            if stop.is_set():
+                continue  # after a failure here, the rest is dropped
+            try:
+                consume(*entry)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the producing thread
+                failures.append(exc)
+                stop.set()
+
+    thread = threading.Thread(target=consumer, name="sketchcolor-pipeline", daemon=True)
+    thread.start()
+    try:
+        for item in items:
+            if stop.is_set():
+                break
+            waiting.put((item, produce(item)))  # waits while the consumer is behind
+    finally:
+        waiting.put(None)
+        thread.join()
+    if failures:
+        raise failures[0]
 
 
 @dataclasses.dataclass(frozen=True)

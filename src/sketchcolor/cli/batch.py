@@ -35,7 +35,6 @@ import dataclasses
 import fnmatch
 import json
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -733,46 +732,20 @@ def _run_chunks(
 ) -> None:
     """Colourise the chunks in order, the network of one overlapping the composition of the last.
 
-    A small pipeline: this thread reads and samples chunk k+1 while a finishing thread composes and
-    writes chunk k (on every core: :func:`_finish_chunk`), with at most :data:`PIPELINE_DEPTH` sampled chunks waiting (a bounded queue,
-    so memory stays bounded). Every item gets exactly what the sequential loop gives it: the same
-    chunks go through the network together, and composition does not depend on threads.
-    ``done(chunk)`` is called (on the finishing thread) after each chunk.
+    :func:`sketchcolor.pipeline.run_pipelined`: this thread reads and samples chunk k+1 while
+    another composes and writes chunk k (on every core: :func:`_finish_chunk`), with at most
+    :data:`PIPELINE_DEPTH` sampled chunks waiting. Every item gets exactly what the sequential
+    loop gives it: the same chunks go through the network together, and composition does not
+    depend on threads. Interrupted, the chunks already through the network are still finished.
+    ``done(chunk)`` is called after each chunk.
     """
-    if PIPELINE_DEPTH <= 0:
-        for chunk in chunks:
-            _run_chunk(chunk, job, bundle)
-            done(chunk)
-        return
-    waiting: queue.Queue[tuple[list[Entry], list[_Ready]] | None] = queue.Queue(maxsize=PIPELINE_DEPTH)
-    stop = threading.Event()
-    failures: list[BaseException] = []
+    from ..pipeline import run_pipelined
 
-    def finisher() -> None:
-        while (item := waiting.get()) is not None:
-            if stop.is_set():
-                continue  # after a failure here, what is not finished stays pending
-            try:
-                _finish_chunk(item[1], job)
-                done(item[0])
-            except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
-                failures.append(exc)
-                stop.set()
+    def finish(chunk: list[Entry], ready: list[_Ready]) -> None:
+        _finish_chunk(ready, job)
+        done(chunk)
 
-    thread = threading.Thread(target=finisher, name="sketchcolor-batch-finish", daemon=True)
-    thread.start()
-    try:
-        for chunk in chunks:
-            if stop.is_set():
-                break
-            waiting.put((chunk, _sample_chunk(chunk, job, bundle)))  # waits while the finisher is behind
-    finally:
-        # Interrupted or not, chunks already through the network are finished (at most
-        # PIPELINE_DEPTH + 1 of them): their work is not thrown away.
-        waiting.put(None)
-        thread.join()
-    if failures:
-        raise failures[0]
+    run_pipelined(chunks, lambda chunk: _sample_chunk(chunk, job, bundle), finish, PIPELINE_DEPTH)
 
 
 def _local_device(device: str) -> str:
