@@ -50,6 +50,23 @@ def test_short_run_writes_loadable_model(tmp_path, data):
     assert [v["step"] for v in val] == [2, 4, 6]
 
 
+def test_run_threads_apply_to_the_run_only(tmp_path, data):
+    """run.threads sets torch's thread count while training; the caller's comes back after."""
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    seen: list[int] = []
+    config = tiny_train_config(data, tmp_path, **{"run.threads": wanted, "optim.steps": 2})
+    for _ in train(config, tmp_path / "run"):
+        seen.append(torch.get_num_threads())
+    assert seen == [wanted, wanted] and torch.get_num_threads() == before
+    # Also when the caller stops early (closes the generator).
+    steps = train(tiny_train_config(data, tmp_path, **{"run.threads": wanted}), tmp_path / "run2")
+    next(steps)
+    assert torch.get_num_threads() == wanted
+    steps.close()
+    assert torch.get_num_threads() == before
+
+
 def test_loss_decreases_on_learnable_data(tmp_path, data):
     config = tiny_train_config(
         data, tmp_path, **{"optim.steps": 40, "run.checkpoint_every": 40, "optim.lr": 3e-3}

@@ -308,13 +308,31 @@ def train(
         recipe: Free text stored in exported model files (e.g. the command line).
         on_prepare: ``callable(done, total)`` while pictures are prepared.
 
+    ``config.run.threads`` sets torch's thread count for the run only: the caller's count is back
+    once the generator is exhausted, closed or fails.
+
     Raises:
         DataError: Missing, empty or too small data; a run folder that already has checkpoints.
         CheckpointError: Nothing to resume from, or a checkpoint of another architecture.
         TrainingDiverged: The loss became NaN or infinite.
     """
+    threads = torch.get_num_threads()  # run.threads applies to the run only (restored below)
+    try:
+        yield from _train(config, Path(output_dir), resume, init_from, recipe, on_prepare)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    config: TrainConfig,
+    output_dir: Path,
+    resume: bool,
+    init_from: str | Path | None,
+    recipe: str,
+    on_prepare: Callable[[int, int], None] | None,
+) -> Iterator[StepInfo]:
     run = _set_up(
-        config, Path(output_dir), resume=resume, init_from=init_from, recipe=recipe, on_prepare=on_prepare
+        config, output_dir, resume=resume, init_from=init_from, recipe=recipe, on_prepare=on_prepare
     )
     config = run.config
     started = time.perf_counter()
