@@ -687,9 +687,8 @@ def _prepare(
     sketch_small = area_downscale(sketch_l, small) if small != size else sketch_l
     sketch_small, _ = pad_to_multiple(sketch_small, config.model.size_multiple, value=1.0)
     hint_rgb = hint_mask = None
-    sparse: SparseHints | None = layer.hinted()  # known, or one pass over the layer
-    if sparse is not None and sparse.is_empty:
-        sparse = None
+    found = layer.hinted()  # known, or one pass over the layer
+    sparse = None if found.is_empty else found
     if sparse is not None:
         if small[0] <= size[0] and small[1] <= size[1]:
             grid_rgb, grid_mask = sparse.on_grid(small)  # as resize_hints, from the hinted pixels only

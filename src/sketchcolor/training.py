@@ -318,22 +318,22 @@ def train(
     """
     threads = torch.get_num_threads()  # run.threads applies to the run only (restored below)
     try:
-        yield from _train(config, Path(output_dir), resume, init_from, recipe, on_prepare)
+        yield from _loop(
+            _set_up(
+                config,
+                Path(output_dir),
+                resume=resume,
+                init_from=init_from,
+                recipe=recipe,
+                on_prepare=on_prepare,
+            )
+        )
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(
-    config: TrainConfig,
-    output_dir: Path,
-    resume: bool,
-    init_from: str | Path | None,
-    recipe: str,
-    on_prepare: Callable[[int, int], None] | None,
-) -> Iterator[StepInfo]:
-    run = _set_up(
-        config, output_dir, resume=resume, init_from=init_from, recipe=recipe, on_prepare=on_prepare
-    )
+def _loop(run: _Run) -> Iterator[StepInfo]:
+    """The steps of :func:`train` after set-up."""
     config = run.config
     started = time.perf_counter()
     recent: list[tuple[float, int]] = []
