@@ -59,7 +59,8 @@ docs/model-card-v2-method.md; in short:
 **The cache.** ``--json`` holds ``{"cells": {key: {metric: mean, "n": ..., "n_failed": ...,
 "seconds": ..., "settings": {...}}}}`` and is rewritten atomically after each cell. A cell is
 reused only when its ``settings`` (model digest, sampler settings, seed, the items and their file
-contents, hint resolution, this script's ``CELL_VERSION``) equal the current run's; otherwise it is
+contents, hint resolution, this script's ``CELL_VERSION``; ``reference_snap`` only in cells sampled
+with a reference, the only ones it changes) equal the current run's; otherwise it is
 computed again (and replaced). Tables and target checks show only the cells of the current run's
 subsets, stroke counts and methods, all of the current settings. A run (one sampling pass) that
 serves several cells is charged to the first of them; a cell equal to another by construction
@@ -396,13 +397,14 @@ def sample_outputs(
         gens = [torch.Generator("cpu").manual_seed(check_seed(seeds[i])) for i in members]
         x0 = sample(bundle, cond, sample_config, gens).float().cpu()
         for j, i in enumerate(members):
-            image, colour = _finish(x0[j : j + 1], preps[i], bundle, False, True, flats)
+            snap = sample_config.reference_snap
+            image, colour = _finish(x0[j : j + 1], preps[i], bundle, False, True, flats, reference_snap=snap)
             results[i]["pipeline"] = np.asarray(image)
             if flats and colour is not None:
                 results[i]["flats"] = np.asarray(colour)
             if network:
                 results[i]["network"] = np.asarray(
-                    _finish(x0[j : j + 1], preps[i], bundle, False, False, False)[0]
+                    _finish(x0[j : j + 1], preps[i], bundle, False, False, False, reference_snap=snap)[0]
                 )
     return results
 
@@ -849,7 +851,10 @@ class Runner:
             self._hint_resolution = int(self.models.get("v2").config.resolution)
         return self._hint_resolution
 
-    def settings(self, subset: Subset, methods: Iterable[str]) -> dict[str, Any]:
+    def settings(
+        self, subset: Subset, methods: Iterable[str], with_reference: bool = False
+    ) -> dict[str, Any]:
+        """What a cell's scores depend on; ``reference_snap`` only for cells sampled with a reference."""
         settings: dict[str, Any] = {
             "cell_version": CELL_VERSION,
             "seed": self.args.seed,
@@ -861,10 +866,10 @@ class Runner:
         for m in methods:
             if m in ("v1", "v2"):
                 bundle = self.models.get(m)
-                settings[m] = {
-                    "model": bundle.digest,
-                    "sample": dataclasses.asdict(self.models.sample_config(m)),
-                }
+                sample = dataclasses.asdict(self.models.sample_config(m))
+                if not with_reference:
+                    sample.pop("reference_snap")  # no reference, no palette: cells from before it stay valid
+                settings[m] = {"model": bundle.digest, "sample": sample}
             elif m == "palette":
                 settings[m] = {"swatches": PALETTE_SIZE}
             elif m == "gmic":
@@ -1016,7 +1021,9 @@ class Runner:
         same_as: str | None = None,
     ) -> dict[str, Any] | None:
         """A cell from the cache, or computed now (and written to the cache)."""
-        settings = self.settings(subset, methods)
+        case = key.rsplit("/", 1)[-1]
+        with_reference = key.startswith("reference/") and case not in ("none", "strokes4", "histogram_match")
+        settings = self.settings(subset, methods, with_reference)
         cached = self.cache.get(key, settings)
         if cached is not None:
             return cached
@@ -1279,6 +1286,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eta", type=float, default=None)
     parser.add_argument("--guidance", type=float, default=None, help="v2 guidance on the hints")
     parser.add_argument("--reference-scale", type=float, default=None, help="v2 guidance on the reference")
+    parser.add_argument(
+        "--reference-snap",
+        type=float,
+        default=None,
+        help="v2 snapping to the reference's colours (default: SampleConfig's)",
+    )
     parser.add_argument("--v1-sampler", default=None)
     parser.add_argument("--v1-steps", type=int, default=None)
     parser.add_argument("--device", default="cpu")
@@ -1318,6 +1331,7 @@ def main(argv: list[str] | None = None) -> int:
         eta=defaults.eta if args.eta is None else args.eta,
         guidance=defaults.guidance if args.guidance is None else args.guidance,
         reference_scale=defaults.reference_scale if args.reference_scale is None else args.reference_scale,
+        reference_snap=defaults.reference_snap if args.reference_snap is None else args.reference_snap,
     )
     v1_config = SampleConfig(
         sampler=args.v1_sampler or defaults.sampler, steps=args.v1_steps or defaults.steps

@@ -2,15 +2,17 @@ import numpy as np
 import pytest
 import torch
 
-from sketchcolor.color import lab_to_rgb, lightness
+from sketchcolor.color import lab_to_rgb, lightness, rgb_to_lab
 from sketchcolor.compose import (
     carry_to_full_size,
     interior_weight,
+    reference_palette,
     region_colours,
     remove_lines,
     render_u8,
     sketch_lightness,
     sketch_lightness_u8,
+    snap_to_palette,
 )
 
 
@@ -379,3 +381,93 @@ def test_banded_area_downscale_is_torch_area_interpolation(full, size):
     want = torch.nn.functional.interpolate(x, size=size, mode="area")
     for threads in (1, 2, 3):
         assert torch.equal(area_downscale(x, size, threads), want)
+
+
+def _lab(*rgb):
+    return rgb_to_lab(torch.tensor(rgb, dtype=torch.float32).view(1, 3, 1, 1)).flatten()
+
+
+def test_palette_of_swatches_and_flats_leaves_out_edges_and_gradients():
+    red, blue, green = (0.9, 0.1, 0.1), (0.1, 0.3, 0.9), (0.2, 0.7, 0.3)
+    picture = torch.ones(1, 3, 60, 300)
+    picture[..., :, :100] = torch.tensor(red).view(3, 1, 1)
+    picture[..., :, 140:300] = torch.tensor(blue).view(3, 1, 1)
+    # A 40 px gradient from red to blue between them: no flat pixel, so no colour of its own.
+    ramp = torch.linspace(0, 1, 40).view(1, 1, 1, 40)
+    picture[..., :, 100:140] = (
+        torch.tensor(red).view(1, 3, 1, 1) * (1 - ramp) + torch.tensor(blue).view(1, 3, 1, 1) * ramp
+    )
+    picture[..., 20:24, 200:204] = torch.tensor(green).view(3, 1, 1)  # 16 px: under the minimum share
+    palette = reference_palette(picture)
+    # Most used first: blue (160 columns), then red (100); green and the ramp left out.
+    assert palette.shape == (2, 3)
+    assert torch.allclose(palette[0], _lab(*blue), atol=0.05)
+    assert torch.allclose(palette[1], _lab(*red), atol=0.05)
+
+
+def test_palette_of_a_large_picture_is_found_on_a_downscaled_copy_and_noise_has_none():
+    picture = torch.ones(1, 3, 1200, 900)
+    picture[..., :700, :] = torch.tensor([0.8, 0.6, 0.2]).view(3, 1, 1)
+    palette = reference_palette(picture)
+    assert palette.shape == (2, 3)
+    assert torch.allclose(palette[0], _lab(0.8, 0.6, 0.2), atol=0.05)
+    assert torch.allclose(palette[1], _lab(1.0, 1.0, 1.0), atol=0.05)
+    noise = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert reference_palette(noise).shape == (0, 3)
+
+
+def test_snap_to_palette_replaces_only_colours_within_the_distance():
+    palette = torch.tensor([[50.0, 40.0, 0.0], [70.0, 0.0, 50.0]])
+    lab = torch.tensor([[52.0, 41.0, 0.0], [60.0, 0.0, 0.0], [71.0, 1.0, 49.0]]).T  # (3, K)
+    snapped, near = snap_to_palette(lab, palette, 5.0)
+    assert near.tolist() == [True, False, True]
+    assert snapped[:, 0].tolist() == [50.0, 40.0, 0.0]
+    assert snapped[:, 1].tolist() == [60.0, 0.0, 0.0]  # far from both: kept
+    assert snapped[:, 2].tolist() == [70.0, 0.0, 50.0]
+    assert torch.equal(snap_to_palette(lab, palette, 0.0)[0], lab)
+    assert torch.equal(snap_to_palette(lab, torch.zeros(0, 3), 5.0)[0], lab)
+
+
+def test_region_colours_take_palette_colours_near_them_but_hints_and_paper_win():
+    # Five regions side by side (lines at columns 16, 32, 48, 64).
+    sketch = torch.ones(1, 1, 32, 80)
+    for c in (15, 31, 47, 63):
+        sketch[..., :, c : c + 2] = 0.0
+    lab = torch.zeros(1, 3, 32, 80)
+    lab[:, :, :, :16] = torch.tensor([50.0, 42.0, 3.0]).view(1, 3, 1, 1)  # near palette colour 0
+    lab[:, :, :, 16:32] = torch.tensor([52.0, -30.0, 30.0]).view(1, 3, 1, 1)  # near 1, but hinted
+    lab[:, :, :, 32:48] = torch.tensor([98.0, 1.0, 1.0]).view(1, 3, 1, 1)  # near paper
+    lab[:, 0, :, 48:] = 50.0
+    lab[:, 1, :, 48:64] = torch.linspace(10, 70, 16)  # uneven, its mean (50, 40, 0) is colour 0
+    lab[:, 2, :, 64:] = torch.linspace(-60, 60, 16)  # shaded, far from every palette colour
+    palette = torch.tensor([[50.0, 40.0, 0.0], [50.0, -30.0, 30.0], [96.0, 2.0, 2.0]])
+    rgb = torch.zeros(1, 3, 32, 80)
+    mask = torch.zeros(1, 1, 32, 80)
+    rgb[..., 10, 24] = torch.tensor([0.0, 0.0, 1.0]).view(1, 3)
+    mask[..., 10, 24] = 1
+    args = (lab, sketch, _interior(sketch))
+    regions = region_colours(*args, hints=(rgb, mask), palette=palette, palette_distance=6.0)
+    plain = region_colours(*args, hints=(rgb, mask))
+    label = regions.labels[8]
+    first, hinted, paper, uneven, shaded = (int(label[c]) for c in (8, 24, 40, 56, 72))
+    expected = lab_to_rgb(palette[0].view(1, 3, 1, 1)).flatten()
+    for k in (first, uneven):
+        assert regions.snap[k] and torch.allclose(regions.rgb[:, k], expected, atol=1e-5)
+    assert not torch.allclose(plain.rgb[:, first], expected, atol=1e-3) and not plain.snap[uneven]
+    assert regions.rgb[:, hinted].tolist() == [0.0, 0.0, 1.0]
+    assert torch.allclose(regions.rgb[:, paper], torch.ones(3), atol=1e-5)  # paper, not the near-white
+    assert not regions.snap[shaded] and not plain.snap[shaded]
+
+
+def test_uneven_page_background_keeps_its_colours_but_an_even_one_takes_the_palette():
+    sketch = torch.ones(1, 1, 32, 32)  # one region: the whole page
+    palette = torch.tensor([[50.0, 40.0, 0.0]])
+    uneven = torch.zeros(1, 3, 32, 32)
+    uneven[:, 0] = 50.0
+    uneven[:, 1] = torch.linspace(10, 70, 32)  # mean (50, 40, 0), std above the snap threshold
+    kept = region_colours(uneven, sketch, torch.ones(1, 1, 32, 32), palette=palette, palette_distance=6.0)
+    assert not kept.snap[1:].any()
+    even = torch.zeros(1, 3, 32, 32) + torch.tensor([52.0, 41.0, 2.0]).view(1, 3, 1, 1)
+    taken = region_colours(even, sketch, torch.ones(1, 1, 32, 32), palette=palette, palette_distance=6.0)
+    expected = lab_to_rgb(palette[0].view(1, 3, 1, 1)).flatten()
+    assert taken.snap[1] and torch.allclose(taken.rgb[:, 1], expected, atol=1e-5)

@@ -63,6 +63,37 @@ def test_colorize_with_reference_and_record(capsys, tmp_path, ref_model):
     assert record["reference_scale"] == 1.0 and record["reference_digest"]
 
 
+def test_reference_snap_paints_one_colour_regions_in_the_reference_colours(capsys, tmp_path, ref_model):
+    sketch = tmp_path / "s.png"
+    draw_sketch((96, 64)).save(sketch)
+    ref = tmp_path / "swatches.png"
+    swatches = Image.new("RGB", (90, 30), (230, 190, 40))
+    swatches.paste((40, 120, 200), (45, 0, 90, 30))
+    swatches.save(ref)
+    allowed = {(230, 190, 40), (40, 120, 200), (255, 255, 255)}
+
+    def colours(out: Path) -> set[tuple[int, ...]]:
+        # Pixels well inside the three regions (the outlines are 2 px wide).
+        picture = pixels(out)
+        samples = [picture[32, 25], picture[32, 70], picture[4, 4], picture[60, 92]]
+        return {tuple(int(v) for v in px) for px in samples}
+
+    common = ["colorize", sketch, "-m", ref_model, "--reference", ref, "--flat", "--steps", 1]
+    code, _, err = run(capsys, *common, "--reference-snap", 1000, "-o", tmp_path / "snap.png")
+    assert code == 0, err
+    assert colours(tmp_path / "snap.png") <= allowed
+    code, _, err = run(capsys, *common, "--reference-snap", 0, "-o", tmp_path / "off.png")
+    assert code == 0, err
+    assert not colours(tmp_path / "off.png") <= allowed  # the random model's own colours
+    record = json.loads(Image.open(tmp_path / "snap.png").text["sketchcolor"])
+    assert record["reference_snap"] == 1000.0
+    code, _, err = run(capsys, "colorize", "--from-png", tmp_path / "snap.png", "-o", tmp_path / "again.png")
+    assert code == 0, err
+    assert np.array_equal(pixels(tmp_path / "snap.png"), pixels(tmp_path / "again.png"))
+    code, _, err = run(capsys, *common, "--reference-snap", -1, "-o", tmp_path / "bad.png")
+    assert code == 2 and "--reference-snap" in err and not (tmp_path / "bad.png").exists()
+
+
 def test_from_png_reproduces_a_reference_output_elsewhere(capsys, tmp_path, ref_model, monkeypatch):
     sketch = tmp_path / "s.png"
     draw_sketch((48, 32)).save(sketch)
@@ -112,7 +143,18 @@ def test_bad_references_are_one_line_errors(capsys, tmp_path, ref_model, tiny_ch
     elif case == "scale":
         extra = ["--reference-scale", "-1"]
     code, out, err = run(
-        capsys, "colorize", sketch, "-m", model, "--reference", ref, "-o", tmp_path / "o.png", "--steps", 1, *extra
+        capsys,
+        "colorize",
+        sketch,
+        "-m",
+        model,
+        "--reference",
+        ref,
+        "-o",
+        tmp_path / "o.png",
+        "--steps",
+        1,
+        *extra,
     )
     assert code in (1, 2) and text in err
     assert len([line for line in err.splitlines() if "error" in line]) == 1
@@ -123,8 +165,18 @@ def test_greyscale_reference_warns(capsys, tmp_path, ref_model):
     sketch = tmp_path / "s.png"
     draw_sketch((48, 32)).save(sketch)
     grey = solid(tmp_path / "grey.png", (128, 128, 128))
-    code, _, err = run(capsys, "colorize", sketch, "-m", ref_model, "--reference", grey, "-o", tmp_path / "o.png")
+    code, _, err = run(
+        capsys, "colorize", sketch, "-m", ref_model, "--reference", grey, "-o", tmp_path / "o.png"
+    )
     assert code == 0 and "grey.png is greyscale" in err
+    # A small coloured figure on white (2 % of the picture, as many emoji) is not greyscale.
+    figure = Image.new("RGB", (100, 100), "white")
+    figure.paste((200, 40, 40), (45, 45, 59, 59))
+    figure.save(tmp_path / "figure.png")
+    code, _, err = run(
+        capsys, "colorize", sketch, "-m", ref_model, "--reference", tmp_path / "figure.png", "-o", tmp_path / "f.png"
+    )
+    assert code == 0 and "greyscale" not in err
 
 
 def _pages(folder: Path, n: int = 3) -> list[Path]:
@@ -156,7 +208,9 @@ def test_batch_reference_for_all_and_by_name(capsys, tmp_path, ref_model):
     assert code == 0, err
     assert np.abs(pixels(tmp_path / "single.png") - out["p1"]).max() <= 1
     # Batch outputs reproduce with their reference, from their own record.
-    code, _, err = run(capsys, "colorize", "--from-png", tmp_path / "out" / "p1.png", "-o", tmp_path / "re.png")
+    code, _, err = run(
+        capsys, "colorize", "--from-png", tmp_path / "out" / "p1.png", "-o", tmp_path / "re.png"
+    )
     assert code == 0, err
     assert np.array_equal(pixels(tmp_path / "re.png"), out["p1"])
 
@@ -205,7 +259,9 @@ def test_eval_self_warped_and_reference_dir(capsys, tmp_path, ref_model, tiny_ch
     assert results["dir"]["ciede2000"] != results["warped"]["ciede2000"]
     again = run(capsys, *base, "--reference-mode", "self-warped")[1]
     assert json.loads(again)["rows"][0]["ciede2000"] == results["warped"]["ciede2000"]  # fixed warps
-    code, _, err = run(capsys, "eval", "--data", data, "-m", tiny_checkpoint, "--reference-mode", "self-warped")
+    code, _, err = run(
+        capsys, "eval", "--data", data, "-m", tiny_checkpoint, "--reference-mode", "self-warped"
+    )
     assert code == 1 and "takes no reference picture" in err
 
 

@@ -278,16 +278,18 @@ def test_reference_input_exactly_when_the_model_takes_one(
     sketch, _ = studio.open_sketch(sketch_path)
     reference, message = studio.open_reference(ref_file)
     assert reference is not None, message
-    settings = Settings(seed=4, steps=2, reference_scale=2.5)
+    settings = Settings(seed=4, steps=2, reference_scale=2.5, reference_snap=30.0)
     outcome = studio.colourise(sketch, [stroke_layer((48, 32))], "", reference, settings)
     assert outcome.ok, outcome.message
     v = outcome.variations[0]
-    assert "--reference hero.png --reference-scale 2.5" in v.command
+    assert "--reference hero.png --reference-scale 2.5 --reference-snap 30.0" in v.command
+    assert record(v.image)["reference_snap"] == 30.0
     folder = v.image.parent
     files = [folder / "my_page.png", outcome.hints, folder / "hero.png"]
     cli = cli_in_copy(
         capsys, monkeypatch, tmp_path / "cli", files, "colorize", "my_page.png", "--hints", outcome.hints.name,
-        "--reference", "hero.png", "--reference-scale", 2.5, "--seed", 4, "--steps", 2, "-m", ref_model,
+        "--reference", "hero.png", "--reference-scale", 2.5, "--reference-snap", 30, "--seed", 4, "--steps", 2,
+        "-m", ref_model,
         "-o", "ref.png",
     )  # fmt: skip
     out = cli / "ref.png"

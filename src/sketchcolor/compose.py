@@ -78,6 +78,18 @@ HINT_GAP_STEPS = (1.25, 1.5, 2.0)
 #: outline is not quite closed does not merge with the background.
 GAP_PER_128 = 2.0
 
+#: A reference's palette is found on the reference at most this large (long side).
+PALETTE_MAX_SIZE = 256
+#: Reference pixels whose 3 x 3 neighbourhood spans at most this much CIE LAB (range per channel,
+#: summed) are flat colour; only they vote for palette colours (edges and gradients do not).
+PALETTE_FLAT_RANGE = 6.0
+#: Flat reference pixels within this CIE LAB distance of a palette colour belong to it.
+PALETTE_MERGE = 6.0
+#: A palette colour needs at least this share of the flat pixels (and 8 of them).
+PALETTE_MIN_SHARE = 0.002
+#: At most this many palette colours.
+PALETTE_MAX_COLOURS = 32
+
 
 T = TypeVar("T")
 
@@ -349,6 +361,63 @@ def _as_sparse(hints: tuple[torch.Tensor, torch.Tensor] | SparseHints | None) ->
     return SparseHints.from_layer(*hints)
 
 
+def reference_palette(rgb: torch.Tensor) -> torch.Tensor:
+    """The flat colours of a reference picture, most used first, as (K, 3) CIE LAB.
+
+    Only flat pixels vote (their 3 x 3 neighbourhood spans at most :data:`PALETTE_FLAT_RANGE`), so
+    outlines, anti-aliased edges and gradients add no colours of their own. Colours are found one
+    at a time, most common first (mode seeking, no random start): the fullest 3-unit LAB bin of
+    the pixels not yet taken seeds a colour, the pixels within :data:`PALETTE_MERGE` of the seed's
+    mean form it, and the mean of those is the palette colour. Colours with fewer than
+    :data:`PALETTE_MIN_SHARE` of the flat pixels are left out. The picture is area-downscaled to
+    :data:`PALETTE_MAX_SIZE` first. A strip of swatches gives its swatches.
+
+    Args:
+        rgb: (1, 3, H, W) sRGB in [0, 1].
+
+    Returns:
+        (K, 3) float32, K from 0 (no flat colour at all) to :data:`PALETTE_MAX_COLOURS`.
+    """
+    h, w = rgb.shape[-2:]
+    if max(h, w) > PALETTE_MAX_SIZE:
+        scale = PALETTE_MAX_SIZE / max(h, w)
+        rgb = area_downscale(rgb.float(), (max(1, round(h * scale)), max(1, round(w * scale))))
+    lab = rgb_to_lab(rgb.float())
+    if min(lab.shape[-2:]) >= 3:
+        span = (F.max_pool2d(lab, 3, stride=1) + F.max_pool2d(-lab, 3, stride=1)).sum(1).reshape(-1)
+        colours = lab[..., 1:-1, 1:-1].reshape(3, -1)[:, span <= PALETTE_FLAT_RANGE].T
+    else:
+        colours = lab.reshape(3, -1).T
+    min_count = max(8, math.ceil(PALETTE_MIN_SHARE * len(colours)))
+    palette: list[torch.Tensor] = []
+    while len(palette) < PALETTE_MAX_COLOURS and len(colours) >= min_count:
+        _, inverse, counts = torch.unique(
+            torch.round(colours / 3.0).to(torch.int64), dim=0, return_inverse=True, return_counts=True
+        )
+        seed = colours[inverse == int(counts.argmax())].mean(0)
+        member = (colours - seed).norm(dim=1) <= PALETTE_MERGE
+        if int(member.sum()) < min_count:
+            break
+        palette.append(colours[member].mean(0))
+        colours = colours[~member]
+    return torch.stack(palette) if palette else torch.zeros((0, 3))
+
+
+def snap_to_palette(
+    lab: torch.Tensor, palette: torch.Tensor, distance: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each (3, K) LAB colour within ``distance`` (CIE LAB) of a palette colour becomes that colour.
+
+    Returns:
+        (the colours, (K,) bool which were replaced).
+    """
+    if len(palette) == 0 or distance <= 0:
+        return lab, torch.zeros(lab.shape[1], dtype=torch.bool)
+    gap, nearest = torch.cdist(lab.T.float(), palette.float()).min(dim=1)
+    near = gap <= distance
+    return torch.where(near, palette[nearest].T.to(lab.dtype), lab), near
+
+
 def region_colours(
     lab_small: torch.Tensor,
     sketch_l_full: torch.Tensor,
@@ -357,6 +426,8 @@ def region_colours(
     flat: bool = False,
     max_std: float = SNAP_MAX_STD,
     hints: tuple[torch.Tensor, torch.Tensor] | SparseHints | None = None,
+    palette: torch.Tensor | None = None,
+    palette_distance: float = 0.0,
 ) -> Regions:
     """Choose one colour per line-enclosed region of the full-size sketch.
 
@@ -381,6 +452,14 @@ def region_colours(
         max_std: Uniformity threshold (see :data:`SNAP_MAX_STD`).
         hints: Optional full-size hints: ``(rgb (1, 3, H, W) in [0, 1], mask (1, 1, H, W))`` or
             a :class:`SparseHints`.
+        palette: Optional (P, 3) LAB colours (a reference's, :func:`reference_palette`): a
+            region with samples and without hints whose mean colour is within
+            ``palette_distance`` of one of them takes that colour exactly
+            (:func:`snap_to_palette`), uniform or not (the model's uneven colour in a region is
+            most often one colour it was unsure of), except the page's background when uneven
+            (:func:`~sketchcolor.conditioning.background_labels`); regions painted white as
+            paper stay white.
+        palette_distance: CIE LAB distance for ``palette``; 0 leaves the colours as they are.
 
     Returns:
         The :class:`Regions`; line pixels (region 0) and regions without samples are not snapped.
@@ -420,6 +499,15 @@ def region_colours(
     paper = torch.tensor([100.0, 0.0, 0.0]).view(3, 1)
     near_paper = (mean_lab - paper).norm(dim=0) <= PAPER_DISTANCE
     mean_lab = torch.where(near_paper & snap, paper, mean_lab)
+    if palette is not None and len(palette) and palette_distance > 0:
+        # Uniform or not, a region whose mean is near one of the reference's colours takes it (a
+        # region the model coloured unevenly is most often one colour it was unsure of), but not
+        # the page's background when uneven: an open outline may have merged shapes into it.
+        snapped, near = snap_to_palette(mean_lab, palette, palette_distance)
+        uneven_page = torch.from_numpy(background_labels(labels_np)) & ~snap
+        take = near & sampled & ~(near_paper & snap) & ~uneven_page
+        mean_lab = torch.where(take, snapped, mean_lab)
+        snap |= take
     hint_rgb = hint_use = one_colour = None
     if sparse is not None:
         hinted = _hinted_regions(labels, sparse, k)
@@ -705,6 +793,8 @@ def carry_to_full_size(
     hints: tuple[torch.Tensor, torch.Tensor] | SparseHints | None = None,
     keep_flats: bool = False,
     threads: int | None = None,
+    palette: torch.Tensor | None = None,
+    palette_distance: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The model's colours at full size with the sketch's lines on top, as 8-bit pictures.
 
@@ -720,6 +810,8 @@ def carry_to_full_size(
         keep_flats: Also return the colour layer without lines.
         threads: Threads for the full-size work (default :func:`compose_threads`); the pictures
             are identical for every value.
+        palette: A reference's flat colours, (P, 3) LAB (see :func:`region_colours`).
+        palette_distance: Regions within this CIE LAB distance of one of them take it.
 
     Returns:
         (picture (H, W, 3) uint8, colour layer (H, W, 3) uint8 or None).
@@ -729,7 +821,10 @@ def carry_to_full_size(
     regions = None
     if snap or flat:
         interior = -F.max_pool2d(-interior_weight(sketch_l_small), 3, stride=1, padding=1)
-        regions = region_colours(clean, sketch_l_full, interior, flat=flat, hints=hints)
+        regions = region_colours(
+            clean, sketch_l_full, interior, flat=flat, hints=hints, palette=palette,
+            palette_distance=palette_distance,
+        )  # fmt: skip
     rgb_small = lab_to_rgb(clean)
     picture = render_u8(rgb_small, size, regions=regions, sketch_u8=sketch_u8, threads=threads)
     flats = render_u8(rgb_small, size, regions=regions, threads=threads) if keep_flats else None

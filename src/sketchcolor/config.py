@@ -461,6 +461,11 @@ class ColorizerConfig:
 # ----------------------------------------------------------------------------------------------
 
 
+#: Default of :attr:`SampleConfig.reference_snap` (CIE LAB distance), chosen on the training
+#: sources' validation split (docs/model-card.md, "With a reference picture").
+REFERENCE_SNAP = 30.0
+
+
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
     """How to sample.
@@ -473,6 +478,10 @@ class SampleConfig:
         guidance: Classifier-free guidance scale on the hints; 1 disables guidance.
         reference_scale: Classifier-free guidance scale on the reference picture (models with
             reference conditioning); 1 disables it.
+        reference_snap: With a reference: a region painted in one colour whose colour is within
+            this CIE LAB distance of one of the reference's flat colours takes that colour
+            exactly (:func:`~sketchcolor.compose.reference_palette`); 0 keeps the model's
+            colours. Applied when the colours are carried to full size, after sampling.
         spacing: How the timestep list is spread over [0, T): ``"trailing"`` always starts at T-1.
         pin_hints: Hold hinted pixels at their hint colour in every x0 estimate (line-art models),
             so the rest of the picture is denoised around the colours the user gave.
@@ -492,6 +501,7 @@ class SampleConfig:
     spacing: Spacing = "trailing"
     pin_hints: bool = False
     reference_scale: float = 1.0
+    reference_snap: float = REFERENCE_SNAP
     precision: Precision = "auto"
 
     def __post_init__(self) -> None:
@@ -508,6 +518,10 @@ class SampleConfig:
         _check(
             math.isfinite(self.reference_scale) and self.reference_scale >= 0.0,
             f"reference_scale must be finite and >= 0, got {self.reference_scale}",
+        )
+        _check(
+            math.isfinite(self.reference_snap) and self.reference_snap >= 0.0,
+            f"reference_snap must be finite and >= 0, got {self.reference_snap}",
         )
 
 

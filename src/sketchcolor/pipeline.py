@@ -43,6 +43,7 @@ from .compose import (
     carry_to_full_size,
     compose_threads,
     lab_to_rgb_banded,
+    reference_palette,
     sketch_lightness_u8,
     to_u8,
 )
@@ -577,6 +578,7 @@ class _Prepared:
     cond: Conditioning
     reference_digest: str | None = None
     hints: SparseHints | None = None  # the layer's hinted pixels (None: no hints)
+    palette: torch.Tensor | None = None  # (K, 3) LAB: the reference's flat colours
 
     @property
     def size(self) -> tuple[int, int]:
@@ -621,16 +623,34 @@ class NamedReference:
 ReferenceInput = ImageInput | NamedReference
 
 
-def read_reference(reference: ReferenceInput, bundle: ModelBundle) -> tuple[torch.Tensor, str]:
-    """A reference picture as the model takes it, and a digest of what it saw.
+#: A reference with at most this share of visibly coloured pixels (LAB chroma above 12) is warned
+#: about as greyscale.
+REFERENCE_COLOUR_FRACTION = 0.005
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedReference:
+    """A reference picture read for one model (:func:`read_reference`).
+
+    Attributes:
+        lab: (1, 3, S, S) CIE LAB, letterboxed onto a white square of
+            ``conditioning.reference_size`` pixels: what the network sees.
+        digest: First 16 hex digits of the SHA-256 of that square in 8 bits.
+        palette: (K, 3) CIE LAB flat colours of the whole picture, most used first
+            (:func:`~sketchcolor.compose.reference_palette`), for ``SampleConfig.reference_snap``.
+    """
+
+    lab: torch.Tensor
+    digest: str
+    palette: torch.Tensor
+
+
+def read_reference(reference: ReferenceInput, bundle: ModelBundle) -> PreparedReference:
+    """A reference picture as the model takes it, a digest of what it saw, and its palette.
 
     Any size, aspect or mode: transparency goes onto white, the picture is letterboxed onto a white
     square of ``conditioning.reference_size`` pixels (aspect kept). A greyscale reference is used
     but warned about: it carries no colour to follow.
-
-    Returns:
-        ``reference_lab`` (1, 3, S, S) and the first 16 hex digits of the SHA-256 of the
-        letterboxed 8-bit picture.
 
     Raises:
         ModelError: The model was trained without reference conditioning.
@@ -653,14 +673,17 @@ def read_reference(reference: ReferenceInput, bundle: ModelBundle) -> tuple[torc
         if isinstance(reference, torch.Tensor):
             raise ImageError(exc.message.replace("sketch tensor", "reference tensor")) from None
         raise
-    if not is_colour_image(rgb_u8):
+    # A reference is often a small coloured figure on white (an emoji, a character on a page),
+    # so it counts as coloured from a far smaller share of coloured pixels than a sketch does.
+    if not is_colour_image(rgb_u8, fraction=REFERENCE_COLOUR_FRACTION):
         log.warning("%s is greyscale: it carries no colour for the model to follow", name)
     from .conditioning import letterbox
 
     square = letterbox(rgb_u8.float() / 255.0, layout.reference_size)
     square_u8 = (square * 255.0).round().to(torch.uint8)
     digest = hashlib.sha256(square_u8.numpy().tobytes()).hexdigest()[:16]
-    return rgb_to_lab(square_u8.float() / 255.0), digest
+    palette = reference_palette(rgb_u8.float() / 255.0)
+    return PreparedReference(rgb_to_lab(square_u8.float() / 255.0), digest, palette)
 
 
 def _prepare(
@@ -671,9 +694,7 @@ def _prepare(
 ) -> _Prepared:
     """Read a sketch, its hints and its reference and build the conditioning at the working size."""
     config = bundle.config
-    reference_lab = reference_digest = None
-    if reference is not None:
-        reference_lab, reference_digest = read_reference(reference, bundle)
+    ref = read_reference(reference, bundle) if reference is not None else None
     sketch_u8 = read_sketch_u8(sketch)
     size = (int(sketch_u8.shape[-2]), int(sketch_u8.shape[-1]))
     layer = _as_layer(hints, size)
@@ -698,9 +719,10 @@ def _prepare(
         hint_rgb, _ = pad_to_multiple(hint_rgb, config.model.size_multiple, value=0.0)
         hint_mask, _ = pad_to_multiple(hint_mask, config.model.size_multiple, value=0.0)
     cond = make_conditioning(sketch_small, hint_rgb, hint_mask, config.conditioning)
-    if reference_lab is not None:
-        cond = cond.with_reference(reference_lab)
-    return _Prepared(sketch_u8, sketch_l, sketch_small, small, layer, cond, reference_digest, sparse)
+    if ref is None:
+        return _Prepared(sketch_u8, sketch_l, sketch_small, small, layer, cond, None, sparse)
+    cond = cond.with_reference(ref.lab)
+    return _Prepared(sketch_u8, sketch_l, sketch_small, small, layer, cond, ref.digest, sparse, ref.palette)
 
 
 def _finish(
@@ -711,11 +733,13 @@ def _finish(
     hint_regions: bool,
     keep_flats: bool,
     threads: int | None = None,
+    reference_snap: float = 0.0,
 ) -> tuple[Image.Image, Image.Image | None]:
     """Model output (1, C, h', w') -> (output image, colour layer or None) at the sketch's size.
 
     ``threads``: for the full-size composition (default :func:`~sketchcolor.compose.compose_threads`);
-    the pictures do not depend on it.
+    the pictures do not depend on it. ``reference_snap``: ``SampleConfig.reference_snap`` (used
+    when the sketch has a reference).
     """
     # Checked at the working size: everything after it is finite when the model's output is.
     if not torch.isfinite(x0).all():
@@ -729,7 +753,8 @@ def _finish(
     hints = prep.hints if hint_regions else None
     picture, flats = carry_to_full_size(
         lab_small, crop_to(prep.sketch_small, prep.small), prep.sketch_l, prep.sketch_u8,
-        flat=flat, hints=hints, keep_flats=keep_flats, threads=threads,
+        flat=flat, hints=hints, keep_flats=keep_flats, threads=threads, palette=prep.palette,
+        palette_distance=reference_snap,
     )  # fmt: skip
     return Image.fromarray(picture), Image.fromarray(flats) if flats is not None else None
 
@@ -761,6 +786,7 @@ def _record(
         "hinted": prep.hints is not None,
         "hints_digest": hints_digest(prep.hints or SparseHints.none(prep.size)),
         "reference_scale": sample_config.reference_scale,
+        "reference_snap": sample_config.reference_snap,
         "reference_digest": prep.reference_digest,
         # What "auto" became on this machine, so --from-png replays the same arithmetic.
         "precision": precision_name(network_dtype(sample_config, bundle, prep.padded)),
@@ -834,7 +860,10 @@ def colorize(
     )
     images, flats, records = [], [], []
     for i in range(num_samples):
-        image, colour = _finish(x0[i : i + 1], prep, bundle, flat, hint_regions, keep_flats)
+        image, colour = _finish(
+            x0[i : i + 1], prep, bundle, flat, hint_regions, keep_flats,
+            reference_snap=sample_config.reference_snap,
+        )  # fmt: skip
         images.append(image)
         if colour is not None:
             flats.append(colour)
@@ -1107,7 +1136,10 @@ class SampledBatch:
         plan, prep, x0 = self.plan, self.plan.preps[i], self.x0[i]
         if x0 is None:
             raise ValueError(f"sketch {i} has not been sampled")
-        image, colour = _finish(x0, prep, plan.bundle, plan.flat, plan.hint_regions, plan.keep_flats, threads)
+        image, colour = _finish(
+            x0, prep, plan.bundle, plan.flat, plan.hint_regions, plan.keep_flats, threads,
+            plan.sample_config.reference_snap,
+        )  # fmt: skip
         record = {
             **_record(prep, plan.bundle, plan.sample_config, plan.seeds[i], plan.flat, plan.hint_regions),
             "sample_index": 0,

@@ -97,6 +97,7 @@ class Settings:
     guidance: float = DEFAULTS.guidance
     pin_hints: bool = DEFAULTS.pin_hints
     reference_scale: float = DEFAULTS.reference_scale
+    reference_snap: float = DEFAULTS.reference_snap
     flat: bool = False
     hint_regions: bool = True
     variations: int = 1
@@ -119,6 +120,7 @@ class Settings:
             guidance=self.guidance,
             pin_hints=self.pin_hints,
             reference_scale=self.reference_scale,
+            reference_snap=self.reference_snap,
         )
 
 
@@ -164,6 +166,7 @@ class Request:
             args += ["--hints", self.hints.name]
         if self.reference is not None:
             args += ["--reference", self.reference.name, "--reference-scale", repr(s.reference_scale)]
+            args += ["--reference-snap", repr(s.reference_snap)]
         args += ["--seed", str(self.seed), "--steps", str(s.steps), "--sampler", s.sampler]
         args += ["--eta", repr(s.eta), "--guidance", repr(s.guidance)]
         args.append("--pin-hints" if s.pin_hints else "--no-pin-hints")
@@ -697,6 +700,10 @@ def build_app(studio: Studio) -> Any:
                         0.0, 20.0, value=DEFAULTS.reference_scale, step=0.1, label="Reference guidance (1 = off)",
                         elem_id="reference-scale",
                     )  # fmt: skip
+                    reference_snap = gr.Slider(
+                        0.0, 60.0, value=DEFAULTS.reference_snap, step=1.0, elem_id="reference-snap",
+                        label="Snap to the reference's colours (CIE LAB distance; 0 = off)",
+                    )  # fmt: skip
                 with gr.Row():
                     variations = gr.Slider(
                         1, MAX_VARIATIONS, value=1, step=1, label="Variations (seed, seed + 1, ...)",
@@ -861,13 +868,13 @@ def build_app(studio: Studio) -> Any:
         def on_colourise(
             sketch: Upload | None, editor: Mapping[str, Any] | None, text: str, reference: Upload | None,
             seed_v: float | None, steps_v: float | None, sampler_v: str, eta_v: float, guidance_v: float,
-            pin_v: bool, ref_scale_v: float, flat_v: bool, regions_v: bool, count_v: float, show: list[str],
+            pin_v: bool, ref_scale_v: float, ref_snap_v: float, flat_v: bool, regions_v: bool, count_v: float, show: list[str],
         ) -> tuple[Any, ...]:  # fmt: skip
             try:
                 settings = Settings(
                     seed=int(seed_v or 0), steps=int(steps_v or DEFAULTS.steps), sampler=sampler_v, eta=float(eta_v),
                     guidance=float(guidance_v), pin_hints=bool(pin_v), reference_scale=float(ref_scale_v),
-                    flat=bool(flat_v), hint_regions=bool(regions_v), variations=int(count_v or 1),
+                    reference_snap=float(ref_snap_v), flat=bool(flat_v), hint_regions=bool(regions_v), variations=int(count_v or 1),
                 )  # fmt: skip
             except SketchcolorError as exc:
                 warn(describe(exc))
@@ -907,7 +914,7 @@ def build_app(studio: Studio) -> Any:
         go.click(
             on_colourise,
             [sketch_state, canvas, points, reference_state, seed, steps, sampler, eta, guidance, pin_hints,
-             reference_scale, flat, hint_regions, variations, layers],
+             reference_scale, reference_snap, flat, hint_regions, variations, layers],
             [outcome_state, picked_state, status_md, result, gallery, downloads, command_md, palette],
             concurrency_limit=1, concurrency_id="model",
         )  # fmt: skip

@@ -82,6 +82,7 @@ from .colorize import (
     NoHintRegionsOpt,
     ReferenceOpt,
     ReferenceScaleOpt,
+    ReferenceSnapOpt,
     SaveFlatsOpt,
     SaveHintsOpt,
     StretchOpt,
@@ -378,6 +379,7 @@ def batch_cli(
         ),
     ] = False,
     reference_scale: ReferenceScaleOpt = DEFAULTS.reference_scale,
+    reference_snap: ReferenceSnapOpt = DEFAULTS.reference_snap,
     model: ModelOpt = None,
     steps: StepsOpt = DEFAULTS.steps,
     sampler: SamplerOpt = Sampler(DEFAULTS.sampler),
@@ -450,7 +452,7 @@ def batch_cli(
         hint_radius=hint_radius, hints_in_sketch=hints_in_sketch, stretch=stretch_hints, flat=flat,
         hint_regions=not no_hint_regions,
         save_flats=save_flats, save_hints=save_hints, num_samples=num_samples, model=model,
-        reference=reference, reference_scale=reference_scale, precision=precision,
+        reference=reference, reference_scale=reference_scale, reference_snap=reference_snap, precision=precision,
     )  # fmt: skip
     _check_folders(input_dir, output_dir, hints_dir)
     if reference_dir is not None and not reference_dir.is_dir():
@@ -505,6 +507,7 @@ def batch_cli(
         "shard": f"{shard_i}/{shard_n}", "model": str(model) if model else None,
         "reference": str(reference) if reference else None, "reference_dir": str(reference_dir) if reference_dir else None,
         "reference_scale": job.sample.reference_scale, "chapter": chapter, "precision": job.sample.precision,
+        "reference_snap": job.sample.reference_snap,
         "sketchcolor_version": __version__,
     }  # fmt: skip
     if shard_source is not None:

@@ -141,6 +141,15 @@ ReferenceScaleOpt = Annotated[
         help="Classifier-free guidance on the reference: 1 = off, higher follows it more closely.",
     ),
 ]
+ReferenceSnapOpt = Annotated[
+    float,
+    typer.Option(
+        "--reference-snap",
+        min=0.0,
+        help="With --reference: a one-colour region within this CIE LAB distance of one of the "
+        "reference's flat colours takes that colour exactly; 0 = off (the model's colours), 1000 = always.",
+    ),
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +207,7 @@ def make_job(
     hint_regions: bool = True,
     reference: Path | None = None,
     reference_scale: float = DEFAULTS.reference_scale,
+    reference_snap: float = DEFAULTS.reference_snap,
     precision: Precision = Precision(DEFAULTS.precision),
 ) -> ColorJob:
     from ..config import SampleConfig
@@ -210,6 +220,7 @@ def make_job(
             guidance=guidance,
             pin_hints=pin_hints,
             reference_scale=reference_scale,
+            reference_snap=reference_snap,
             precision=precision.value,
         ),  # fmt: skip
         hints=tuple(hints or ()),
@@ -693,6 +704,10 @@ def plan_reproduction(
     reference_scale = rec.get(
         "reference_scale", "a finite number >= 0", lambda v: _is_number(v) and v >= 0, 1.0
     )
+    # Records made before snapping to the reference's colours existed were made without it.
+    reference_snap = rec.get(
+        "reference_snap", "a finite number >= 0", lambda v: _is_number(v) and v >= 0, 0.0
+    )
     # Records made before the precision was recorded ran fp32 on the CPU (the only device they
     # are replayed on in practice), so that is what they replay with.
     precision = rec.get("precision", "fp32, bf16 or fp16", lambda v: v in ("fp32", "bf16", "fp16"), "fp32")
@@ -710,7 +725,7 @@ def plan_reproduction(
     try:
         sample = SampleConfig(
             sampler=sampler, steps=steps, eta=float(eta), guidance=float(guidance), pin_hints=pin,
-            reference_scale=float(reference_scale), precision=precision,
+            reference_scale=float(reference_scale), reference_snap=float(reference_snap), precision=precision,
         )  # fmt: skip
     except ConfigError as exc:
         raise SketchcolorError(f"{png}: its sketchcolor record is invalid ({exc.message})") from None
@@ -742,7 +757,7 @@ def plan_reproduction(
 RECORDED_OPTIONS = (
     "hints", "hint", "steps", "sampler", "eta", "guidance", "pin_hints", "seed", "num_samples",
     "hint_radius", "hints_in_sketch", "stretch_hints", "flat", "no_hint_regions", "reference",
-    "reference_scale", "precision",
+    "reference_scale", "reference_snap", "precision",
 )  # fmt: skip
 
 
@@ -770,6 +785,7 @@ def colorize_cli(
     hint: HintOpt = None,
     reference: ReferenceOpt = None,
     reference_scale: ReferenceScaleOpt = DEFAULTS.reference_scale,
+    reference_snap: ReferenceSnapOpt = DEFAULTS.reference_snap,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -869,7 +885,7 @@ def colorize_cli(
             steps=steps, sampler=sampler, eta=eta, guidance=guidance, pin_hints=pin_hints, hints=hints, points=hint,
             hint_radius=hint_radius, hints_in_sketch=hints_in_sketch, stretch=stretch_hints, flat=flat,
             hint_regions=not no_hint_regions, save_flats=save_flats, save_hints=save_hints, num_samples=num_samples, model=model,
-            reference=reference, reference_scale=reference_scale, precision=precision,
+            reference=reference, reference_scale=reference_scale, reference_snap=reference_snap, precision=precision,
         )  # fmt: skip
         out_path = output or sketch.with_name(f"{sketch.stem}.colored.png")
         want_digest = None

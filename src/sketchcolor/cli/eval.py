@@ -225,6 +225,14 @@ def eval_cli(
         float,
         typer.Option("--reference-scale", min=0.0, max=20.0, help="Guidance on the reference; 1 = off."),
     ] = DEFAULTS.reference_scale,
+    reference_snap: Annotated[
+        float,
+        typer.Option(
+            "--reference-snap",
+            min=0.0,
+            help="One-colour regions within this CIE LAB distance of a reference colour take it; 0 = off.",
+        ),
+    ] = DEFAULTS.reference_snap,
     hints_sweep: Annotated[
         str | None,
         typer.Option(
@@ -348,7 +356,7 @@ def eval_cli(
     # Fail fast on bad inputs (one line), before loading metrics or models.
     sample_config = SampleConfig(
         sampler=sampler.value, steps=steps, eta=eta, guidance=guidance, pin_hints=pin_hints,
-        reference_scale=reference_scale, precision=precision.value,
+        reference_scale=reference_scale, reference_snap=reference_snap, precision=precision.value,
     )  # fmt: skip
     if plot is not None:
         ev.check_plot_available()
@@ -430,6 +438,7 @@ def eval_cli(
         "reference_mode": ref_mode,
         "reference_dir": str(reference_dir) if reference_dir else None,
         "reference_scale": reference_scale,
+        "reference_snap": reference_snap,
         "lpips_backbone": str(lpips_metric.backbone_path) if lpips_metric is not None else None,
     }
     document = ev.report_document(

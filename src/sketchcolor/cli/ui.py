@@ -63,7 +63,7 @@ def colorize_files(request: Request) -> dict[str, Any]:
         hints=[request.hints] if request.hints is not None else None, points=None, hint_radius=None,
         hints_in_sketch=False, stretch=False, flat=request.flat, save_flats=True, save_hints=False,
         model=Path(request.model) if request.model is not None else None, hint_regions=request.hint_regions,
-        reference=request.reference, reference_scale=s.reference_scale,
+        reference=request.reference, reference_scale=s.reference_scale, reference_snap=s.reference_snap,
     )  # fmt: skip
     inputs_used = [request.sketch, *job.hints] + ([job.reference] if job.reference is not None else [])
     check_outputs(output_paths(request.output, job), inputs_used, overwrite=False)
