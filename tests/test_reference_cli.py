@@ -174,7 +174,15 @@ def test_greyscale_reference_warns(capsys, tmp_path, ref_model):
     figure.paste((200, 40, 40), (45, 45, 59, 59))
     figure.save(tmp_path / "figure.png")
     code, _, err = run(
-        capsys, "colorize", sketch, "-m", ref_model, "--reference", tmp_path / "figure.png", "-o", tmp_path / "f.png"
+        capsys,
+        "colorize",
+        sketch,
+        "-m",
+        ref_model,
+        "--reference",
+        tmp_path / "figure.png",
+        "-o",
+        tmp_path / "f.png",
     )
     assert code == 0 and "greyscale" not in err
 
