@@ -137,10 +137,9 @@ def train_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | 
 
     ``"auto"`` picks bfloat16 on CUDA where supported (else float16, with loss scaling) and fp32
     on the CPU and MPS. bfloat16 on a CPU with native bfloat16 (:func:`cpu_bf16_native`) is much
-    faster, but in the fp32-against-bf16 comparison of docs/training.md its validation loss
-    trailed fp32's by 3-4 % after 80 and 120 steps, and run-to-run noise and held-out scores are
-    not measured yet, so it is not a default: ask for it with ``"bf16"`` (the bundled model's
-    recipe does). Weights, optimiser state and the EMA stay fp32 in every case.
+    faster, but in the fp32-against-bf16 comparisons of docs/training.md it costs a little per
+    step (held-out CIEDE2000 1-2 % higher at equal steps), so it is not a default: ask for it
+    with ``"bf16"`` (the bundled model's recipe does, as it is ahead per hour of training). Weights, optimiser state and the EMA stay fp32 in every case.
 
     Args:
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
