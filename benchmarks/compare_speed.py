@@ -107,7 +107,9 @@ def measure(
             str(steps),
             "--quiet",
         ]
-        t_one = timed(tree, [*cmd, str(tmp_path / "one"), "-o", str(tmp_path / "out-one"), "--overwrite"], repeat)
+        t_one = timed(
+            tree, [*cmd, str(tmp_path / "one"), "-o", str(tmp_path / "out-one"), "--overwrite"], repeat
+        )
         folder_times = []
         for _ in range(repeat):  # median of `repeat` runs: one run is at the mercy of the machine
             t0 = time.perf_counter()

@@ -519,11 +519,11 @@ def test_batch_manifest_is_written_when_interrupted(capsys, ctx, monkeypatch):
     real = batch._sample_chunk
     calls = []
 
-    def interrupt(chunk, job, bundle):
+    def interrupt(chunk, job, bundle, *rest):
         calls.append(chunk)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(chunk, job, bundle)
+        return real(chunk, job, bundle, *rest)
 
     monkeypatch.setattr(batch, "_sample_chunk", interrupt)
     code, out, err = run(capsys, "batch", root, "-o", ctx.path("out"), "-m", ctx.model, "--steps", 1, "-b", 1)

@@ -34,7 +34,7 @@ from sketchcolor.config import (
 )
 from sketchcolor.denoiser import Denoiser, GuidedDenoiser
 from sketchcolor.errors import ConfigError, ModelError
-from sketchcolor.pipeline import colorize, colorize_batch
+from sketchcolor.pipeline import Colorizer, colorize, colorize_batch, read_reference
 from sketchcolor.schedules import NoiseSchedule
 
 from .conftest import TINY_MODEL, draw_sketch, random_model, tiny_config
@@ -341,6 +341,49 @@ def test_batch_with_references_matches_single(ref_bundle):
         alone = colorize(sketch, None, ref_bundle, config, seed=seed, reference=ref).image
         diff = (torch.tensor(list(alone.tobytes())) - torch.tensor(list(result.image.tobytes()))).abs()
         assert int(diff.max()) <= 1  # batched arithmetic may round differently by one level
+
+
+def test_a_reference_shared_by_a_batch_is_read_once(ref_bundle, tmp_path, monkeypatch):
+    import sketchcolor.pipeline as pipeline
+
+    solid((220, 30, 30), (300, 200)).save(tmp_path / "hero.png")
+    sketches = [draw_sketch((48, 32)), draw_sketch((40, 40)), draw_sketch((48, 32))]
+    config = SampleConfig(precision="fp32")
+    prepared = read_reference(tmp_path / "hero.png", ref_bundle)
+    calls = []
+    real = pipeline.reference_palette
+    monkeypatch.setattr(pipeline, "reference_palette", lambda rgb: calls.append(1) or real(rgb))
+    # The same path three times (a chapter), given as str and as Path alike: one read.
+    refs = [str(tmp_path / "hero.png"), tmp_path / "hero.png", str(tmp_path / "hero.png")]
+    by_path = colorize_batch(sketches, [None] * 3, ref_bundle, config, [1, 2, 3], references=refs)
+    assert len(calls) == 1
+    # A prepared reference is used as it is: nothing read, the same pictures and records.
+    by_prepared = colorize_batch(
+        sketches, [None] * 3, ref_bundle, config, [1, 2, 3], references=[prepared] * 3
+    )
+    assert len(calls) == 1
+    for a, b in zip(by_path, by_prepared, strict=True):
+        assert a.image.tobytes() == b.image.tobytes()
+        assert a.records[0]["reference_digest"] == b.records[0]["reference_digest"] == prepared.digest
+    # One PIL picture object for all: also one read.
+    picture = solid((30, 200, 30))
+    colorize_batch(sketches, [None] * 3, ref_bundle, config, [1, 2, 3], references=[picture] * 3)
+    assert len(calls) == 2
+
+
+def test_a_prepared_reference_is_for_models_of_its_size(ref_bundle, tmp_path):
+    other = ref_config(
+        conditioning=dataclasses.replace(REF_LAYOUT, reference_size=REF_LAYOUT.reference_size * 2)
+    )
+    bundle = load_checkpoint(save_checkpoint(tmp_path / "other.safetensors", random_model(other), other))
+    prepared = read_reference(solid((220, 30, 30)), ref_bundle)
+    with pytest.raises(ValueError, match="prepare it again with read_reference"):
+        colorize(draw_sketch((48, 32)), None, bundle, reference=prepared)
+    # The Colorizer prepares for its own model.
+    colorizer = Colorizer(bundle)
+    again = colorizer.read_reference(solid((220, 30, 30)))
+    assert again.lab.shape[-1] == REF_LAYOUT.reference_size * 2
+    assert colorizer(draw_sketch((48, 32)), reference=again).records[0]["reference_digest"] == again.digest
 
 
 def test_model_without_reference_refuses_one(tmp_path):

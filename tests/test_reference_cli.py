@@ -223,6 +223,36 @@ def test_batch_reference_for_all_and_by_name(capsys, tmp_path, ref_model):
     assert np.array_equal(pixels(tmp_path / "re.png"), out["p1"])
 
 
+def test_batch_reads_a_shared_reference_once(capsys, tmp_path, ref_model, monkeypatch):
+    import sketchcolor.pipeline as pipeline
+
+    _pages(tmp_path / "in", n=4)
+    grey = solid(tmp_path / "grey.png", (128, 128, 128))
+    calls = []
+    real = pipeline.reference_palette
+    monkeypatch.setattr(pipeline, "reference_palette", lambda rgb: calls.append(1) or real(rgb))
+    code, _, err = run(capsys, "batch", tmp_path / "in", "-o", tmp_path / "out", "-m", ref_model,
+                       "--reference", grey, "--steps", 1, "--batch-size", 2, "--num-samples", 2)  # fmt: skip
+    assert code == 0, err
+    # Four pages, two samples each, one reference: read (and warned about) once.
+    assert len(calls) == 1
+    assert err.count("grey.png is greyscale") == 1
+    # Every page's record still names it, with its digest, beside the pages.
+    for page in range(4):
+        record = json.loads(Image.open(tmp_path / "out" / f"p{page}-1.png").text["sketchcolor"])
+        entry = next(e for e in record["inputs"] if e["role"] == "reference")
+        assert entry["path"] == str(grey) and len(entry["digest"]) > 0 and entry["rel"] == "../grey.png"
+    # The cache keeps the last files used, so a --reference-dir of one per page stays bounded.
+    from sketchcolor.cli.colorize import ReferenceCache
+    from sketchcolor.pipeline import load_model
+
+    cache = ReferenceCache(load_model(str(ref_model), "cpu"), size=2)
+    paths = [solid(tmp_path / f"r{i}.png", (200, 40 * i, 30)) for i in range(3)]
+    for path in [*paths, paths[2], paths[0]]:
+        cache.get(path)
+    assert len(calls) == 1 + 4  # r0, r1, r2 read; r2 kept; r0 had been dropped and is read again
+
+
 def test_batch_chapter_mode(capsys, tmp_path, ref_model):
     _pages(tmp_path / "in", n=3)
     code, _, err = run(capsys, "batch", tmp_path / "in", "-o", tmp_path / "out", "-m", ref_model,

@@ -620,9 +620,6 @@ class NamedReference:
     name: str
 
 
-ReferenceInput = ImageInput | NamedReference
-
-
 #: A reference with at most this share of visibly coloured pixels (LAB chroma above 12) is warned
 #: about as greyscale.
 REFERENCE_COLOUR_FRACTION = 0.005
@@ -645,16 +642,24 @@ class PreparedReference:
     palette: torch.Tensor
 
 
+#: What a reference may be given as. A :class:`PreparedReference` (from :func:`read_reference`)
+#: is used as it is: read a reference once and pass it for many sketches.
+ReferenceInput = ImageInput | NamedReference | PreparedReference
+
+
 def read_reference(reference: ReferenceInput, bundle: ModelBundle) -> PreparedReference:
     """A reference picture as the model takes it, a digest of what it saw, and its palette.
 
     Any size, aspect or mode: transparency goes onto white, the picture is letterboxed onto a white
     square of ``conditioning.reference_size`` pixels (aspect kept). A greyscale reference is used
-    but warned about: it carries no colour to follow.
+    but warned about: it carries no colour to follow. A :class:`PreparedReference` comes back as
+    it is (after checking that it was prepared for this model's reference size), so a reference
+    used for many sketches is read, checked and measured once.
 
     Raises:
         ModelError: The model was trained without reference conditioning.
         ImageError: Unreadable file or a tensor of the wrong shape or range.
+        ValueError: A :class:`PreparedReference` made for a model with another reference size.
     """
     layout = bundle.config.conditioning
     if not layout.reference:
@@ -663,6 +668,14 @@ def read_reference(reference: ReferenceInput, bundle: ModelBundle) -> PreparedRe
             f"{where}: takes no reference picture (it was trained without reference conditioning)",
             hint="use a model trained with conditioning.reference = true, or leave out the reference",
         )
+    if isinstance(reference, PreparedReference):
+        side = layout.reference_size
+        if tuple(reference.lab.shape) != (1, 3, side, side):
+            raise ValueError(
+                f"the prepared reference is {reference.lab.shape[-1]} px square; this model takes "
+                f"{side} px: prepare it again with read_reference for this model"
+            )
+        return reference
     if isinstance(reference, NamedReference):
         name, reference = reference.name, reference.image
     else:
@@ -1077,7 +1090,7 @@ class _BatchPlan:
         seed_list = list(range(len(sketches))) if seeds is None else list(seeds)
         if references is not None and len(references) != len(sketches):
             raise ValueError("give one reference (or None) per sketch")
-        refs = list(references) if references is not None else [None] * len(sketches)
+        refs = _read_references_once(references, bundle) if references is not None else [None] * len(sketches)
         preps = [_prepare(s, h, bundle, r) for s, h, r in zip(sketches, hints, refs, strict=True)]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, prep in enumerate(preps):
@@ -1103,6 +1116,25 @@ class _BatchPlan:
         for group in self.sample_groups(callback):
             x0 = group.x0  # one list, filled in group by group
         return SampledBatch(self, x0, tuple(range(len(self.preps))))
+
+
+def _read_references_once(
+    references: Sequence[ReferenceInput | None], bundle: ModelBundle
+) -> list[PreparedReference | None]:
+    """Each distinct reference of a batch read once: the same path, or the same object, again
+    (one reference for a chapter, or for every sample of a sketch) is not read again."""
+    done: dict[tuple[str, object], PreparedReference] = {}
+    out: list[PreparedReference | None] = []
+    for ref in references:
+        if ref is None:
+            out.append(None)
+            continue
+        # Objects by identity: ``references`` holds them alive, so an id is not reused meanwhile.
+        key = ("path", str(ref)) if isinstance(ref, str | Path) else ("object", id(ref))
+        if key not in done:
+            done[key] = read_reference(ref, bundle)
+        out.append(done[key])
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1364,6 +1396,13 @@ class Colorizer:
 
     __call__ = colorize
 
+    def read_reference(self, reference: ReferenceInput) -> PreparedReference:
+        """A reference read and measured once, to pass as ``reference`` for many sketches.
+
+        See :func:`read_reference`; the result is only for models of this reference size.
+        """
+        return read_reference(reference, self.bundle)
+
     def colorize_batch(
         self,
         sketches: Sequence[ImageInput],
@@ -1405,6 +1444,7 @@ __all__ = [
     "ColorizeResult",
     "Colorizer",
     "NamedReference",
+    "PreparedReference",
     "clear_model_cache",
     "build_hints",
     "colorize",
@@ -1413,6 +1453,7 @@ __all__ = [
     "hints_from_image",
     "is_colour_image",
     "load_model",
+    "read_reference",
     "read_sketch",
     "SampledBatch",
     "sample",

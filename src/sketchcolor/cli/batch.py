@@ -80,6 +80,7 @@ from .colorize import (
     Inputs,
     ModeOpt,
     NoHintRegionsOpt,
+    ReferenceCache,
     ReferenceOpt,
     ReferenceScaleOpt,
     ReferenceSnapOpt,
@@ -522,6 +523,8 @@ def batch_cli(
             write_bytes_atomic(manifest, json.dumps(json_safe(doc), indent=2).encode(), overwrite=True)
 
     bundle = load_model(model, _local_device(str(device))) if todo else None
+    # Each reference file is read, letterboxed and measured once, however many pages share it.
+    references = ReferenceCache(bundle) if bundle is not None else None
     if bundle is not None:
         check_mode(bundle, mode)
         check_sample_config(job.sample, bundle)
@@ -540,7 +543,7 @@ def batch_cli(
             if first_page is not None and first_page in todo:
                 # Chapter mode: the first page first, alone; its result is the others' reference.
                 todo.remove(first_page)
-                _finish_chunk(_sample_chunk([first_page], job, bundle), job)
+                _finish_chunk(_sample_chunk([first_page], job, bundle, references), job)
                 progress.advance(task, 1)
                 write_manifest()
                 _chapter_ready(first_page, entries)
@@ -551,7 +554,7 @@ def batch_cli(
                 write_manifest()
 
             chunks = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
-            _run_chunks(chunks, job, bundle, chunk_done)
+            _run_chunks(chunks, job, bundle, chunk_done, references)
     finally:
         # Whatever happens (an interruption, a bug), what was done is on record.
         write_manifest()
@@ -642,10 +645,13 @@ class _Ready:
     first: int  # index of its first sample in ``batch``
 
 
-def _sample_chunk(chunk: list[Entry], job: Any, bundle: Any) -> list[_Ready]:
+def _sample_chunk(
+    chunk: list[Entry], job: Any, bundle: Any, references: ReferenceCache | None = None
+) -> list[_Ready]:
     """Read a chunk's inputs and run the network on them; any failure of one file is recorded.
 
-    A chunk that fails as a whole is sampled again item by item to find the culprit.
+    A chunk that fails as a whole is sampled again item by item to find the culprit. References
+    come from ``references`` (each file read once per run) when given.
     """
     from ..pipeline import sample_batch
 
@@ -654,7 +660,11 @@ def _sample_chunk(chunk: list[Entry], job: Any, bundle: Any) -> list[_Ready]:
         t0 = time.perf_counter()
         try:
             loaded.append(
-                (e, load_inputs(e.input, job, tuple(e.hints), e.reference), time.perf_counter() - t0)
+                (
+                    e,
+                    load_inputs(e.input, job, tuple(e.hints), e.reference, references),
+                    time.perf_counter() - t0,
+                )
             )
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
             e.status, e.error = "failed", _failure(exc)
@@ -725,13 +735,12 @@ def _finish_chunk(ready: list[_Ready], job: Any) -> None:
     parallel_map(finish, ready, threads)
 
 
-def _run_chunk(chunk: list[Entry], job: Any, bundle: Any) -> None:
-    """Colourise one chunk from start to end (reading, network, composition, writing)."""
-    _finish_chunk(_sample_chunk(chunk, job, bundle), job)
-
-
 def _run_chunks(
-    chunks: list[list[Entry]], job: Any, bundle: Any, done: Callable[[list[Entry]], None]
+    chunks: list[list[Entry]],
+    job: Any,
+    bundle: Any,
+    done: Callable[[list[Entry]], None],
+    references: ReferenceCache | None = None,
 ) -> None:
     """Colourise the chunks in order, the network of one overlapping the composition of the last.
 
@@ -748,7 +757,7 @@ def _run_chunks(
         _finish_chunk(ready, job)
         done(chunk)
 
-    run_pipelined(chunks, lambda chunk: _sample_chunk(chunk, job, bundle), finish, PIPELINE_DEPTH)
+    run_pipelined(chunks, lambda chunk: _sample_chunk(chunk, job, bundle, references), finish, PIPELINE_DEPTH)
 
 
 def _local_device(device: str) -> str:

@@ -16,6 +16,7 @@ every PNG carries a record from which ``--from-png`` re-creates it (docs/reliabi
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -23,6 +24,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -296,15 +298,53 @@ class Inputs:
     sketch_rgb: Any  # the decoded PIL picture, or (1, 3, H, W) float tensor (scribbles split off)
     layer: Any  # HintLayer
     entries: list[dict[str, Any]]
-    reference: Any = None  # NamedReference, or None
+    reference: Any = None  # NamedReference or pipeline.PreparedReference, or None
+
+
+class ReferenceCache:
+    """Reference files read and prepared once for one model, for the pages of a batch.
+
+    A chapter's pages share one reference (``batch --reference``); reading, decoding, letterboxing
+    and finding the palette of the same file again for every page would be wasted. Holds the
+    ``size`` files used last (a ``--reference-dir`` may hold one per page); safe across threads.
+    """
+
+    def __init__(self, bundle: Any, size: int = 16) -> None:
+        self._bundle, self._size = bundle, size
+        self._items: collections.OrderedDict[Path, tuple[Any, dict[str, Any]]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: Path) -> tuple[Any, dict[str, Any]]:
+        """(``pipeline.PreparedReference``, a fresh copy of its record entry) for ``path``."""
+        from ..io import decode_image, read_input_bytes
+        from ..pipeline import NamedReference, read_reference, read_sketch
+
+        with self._lock:
+            hit = self._items.get(path)
+            if hit is not None:
+                self._items.move_to_end(path)
+                return hit[0], dict(hit[1])
+        data = read_input_bytes(path, what="image")
+        named = NamedReference(read_sketch(decode_image(data, str(path))), str(path))
+        prepared, entry = read_reference(named, self._bundle), file_entry(path, data, "reference")
+        with self._lock:
+            self._items[path] = (prepared, entry)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return prepared, dict(entry)
 
 
 def load_inputs(
-    sketch: Path, job: ColorJob, extra_hints: tuple[Path, ...] = (), reference: Path | None = None
+    sketch: Path,
+    job: ColorJob,
+    extra_hints: tuple[Path, ...] = (),
+    reference: Path | None = None,
+    references: ReferenceCache | None = None,
 ) -> Inputs:
     """Read a sketch, merge all its hint sources and read its reference, each file once.
 
-    ``reference`` (a per-item reference, ``batch``) replaces the job's own ``reference``.
+    ``reference`` (a per-item reference, ``batch``) replaces the job's own ``reference``; with
+    ``references`` the reference comes from that cache (read once per file, ``batch``).
 
     Sources paint over each other in the library's order (:func:`sketchcolor.pipeline.build_hints`):
     scribbles in the sketch, hints images, JSON files, points. ``extra_hints`` are per-item hint
@@ -356,7 +396,10 @@ def load_inputs(
         )
     named = None
     reference = reference if reference is not None else job.reference
-    if reference is not None:
+    if reference is not None and references is not None:
+        named, entry = references.get(reference)
+        entries.append(entry)
+    elif reference is not None:
         from ..pipeline import NamedReference
 
         ref_data = read_input_bytes(reference, what="image")
