@@ -379,8 +379,25 @@ def test_banded_area_downscale_is_torch_area_interpolation(full, size):
 
     x = torch.rand(1, 1, *full, generator=torch.Generator().manual_seed(full[0]))
     want = torch.nn.functional.interpolate(x, size=size, mode="area")
-    for threads in (1, 2, 3):
+    for threads in (1, 2, 3, 5):
         assert torch.equal(area_downscale(x, size, threads), want)
+    # Several images and channels (a reference's RGB) too.
+    x = torch.rand(2, 3, *full, generator=torch.Generator().manual_seed(full[1]))
+    assert torch.equal(area_downscale(x, size, 2), torch.nn.functional.interpolate(x, size=size, mode="area"))
+
+
+def test_area_downscale_keeps_torch_work_on_the_calling_thread(monkeypatch):
+    """Torch work on composition threads made later parallel torch calls (the network's) run
+    on about one core: the banded downscale must not use them."""
+    import sketchcolor.compose as compose
+
+    def no_pool():
+        raise AssertionError("area_downscale used the composition threads")
+
+    monkeypatch.setattr(compose, "_executor", no_pool)
+    x = torch.rand(1, 1, 4096, 300, generator=torch.Generator().manual_seed(1))
+    out = compose.area_downscale(x, (1024, 75), threads=2)
+    assert torch.equal(out, torch.nn.functional.interpolate(x, size=(1024, 75), mode="area"))
 
 
 def _lab(*rgb):

@@ -248,30 +248,33 @@ def sketch_lightness_u8(
 
 
 def area_downscale(x: torch.Tensor, size: tuple[int, int], threads: int | None = None) -> torch.Tensor:
-    """``F.interpolate(x, size, mode="area")`` of a (1, C, H, W) image, in bands of output rows.
+    """``F.interpolate(x, size, mode="area")`` of a (N, C, H, W) image, its rows split into bands.
 
-    torch pools one channel on one core; here bands of output rows run on ``threads`` threads
-    (default :func:`compose_threads`). The bands start where an output row's window starts on a
-    whole input row (every ``h / gcd(H, h)`` output rows), so each band's windows are exactly the
-    whole image's and the values are identical; a size with no such split runs whole.
+    torch's pooling is parallel over planes only, so one plane pools on one core. Here the image's
+    rows are cut into ``threads`` (default :func:`compose_threads`) equal bands that become the
+    planes of one call, which torch spreads over its own threads. The bands start where an output
+    row's window starts on a whole input row (every ``h / gcd(H, h)`` output rows), so each band's
+    windows are exactly the whole image's and the values are identical; rows after the last whole
+    band pool in a second call.
+
+    All of it runs on the calling thread, never on composition threads: torch work there starts
+    an OpenMP team in each such thread, and with more teams than cores every later parallel torch
+    call of the process, the network's included, ran on about one core.
     """
-    full_h = x.shape[-2]
+    n_, c_, full_h, full_w = x.shape
     h, w = size
     period = h // math.gcd(full_h, h)  # output rows between exact band starts
-    n = compose_threads() if threads is None else threads
-    per_band = period * max(1, -(-h // (period * max(1, 2 * n))))  # about two bands per thread
-    if n <= 1 or per_band >= h:
+    bands = compose_threads() if threads is None else threads
+    band_h = period * ((h // period) // max(1, bands))  # output rows per band
+    if bands <= 1 or band_h == 0:
         return F.interpolate(x, size=size, mode="area")
-    out = torch.empty(*x.shape[:-2], h, w, dtype=x.dtype)
-    rows_per_period = full_h * period // h  # input rows per period of output rows
-
-    def band(top: int) -> None:
-        bottom = min(top + per_band, h)
-        src = slice(top // period * rows_per_period, bottom // period * rows_per_period)  # both exact
-        out[..., top:bottom, :] = F.interpolate(x[..., src, :], size=(bottom - top, w), mode="area")
-
-    parallel_map(band, range(0, h, per_band), n)
-    return out
+    rows_in = full_h * band_h // h  # input rows per band: exact, band_h is a multiple of period
+    whole = x[..., : bands * rows_in, :].reshape(1, n_ * c_ * bands, rows_in, full_w)
+    out = F.interpolate(whole, size=(band_h, w), mode="area").reshape(n_, c_, bands * band_h, w)
+    if bands * band_h == h:
+        return out
+    tail = F.interpolate(x[..., bands * rows_in :, :], size=(h - bands * band_h, w), mode="area")
+    return torch.cat([out, tail], dim=-2)
 
 
 def sketch_lightness(rgb: torch.Tensor) -> torch.Tensor:
