@@ -251,6 +251,11 @@ def test_batch_reads_a_shared_reference_once(capsys, tmp_path, ref_model, monkey
     for path in [*paths, paths[2], paths[0]]:
         cache.get(path)
     assert len(calls) == 1 + 4  # r0, r1, r2 read; r2 kept; r0 had been dropped and is read again
+    # A file changed since it was read is read again, and its new colours are used.
+    first, _ = cache.get(paths[0])
+    solid(paths[0], (20, 200, 20), (41, 30))
+    changed, _ = cache.get(paths[0])
+    assert len(calls) == 6 and changed.digest != first.digest
 
 
 def test_batch_chapter_mode(capsys, tmp_path, ref_model):

@@ -306,12 +306,15 @@ class ReferenceCache:
 
     A chapter's pages share one reference (``batch --reference``); reading, decoding, letterboxing
     and finding the palette of the same file again for every page would be wasted. Holds the
-    ``size`` files used last (a ``--reference-dir`` may hold one per page); safe across threads.
+    ``size`` files used last (a ``--reference-dir`` may hold one per page); a file changed on disk
+    since it was read (another size or modification time) is read again. Safe across threads.
     """
 
     def __init__(self, bundle: Any, size: int = 16) -> None:
         self._bundle, self._size = bundle, size
-        self._items: collections.OrderedDict[Path, tuple[Any, dict[str, Any]]] = collections.OrderedDict()
+        self._items: collections.OrderedDict[tuple[Path, int, int], tuple[Any, dict[str, Any]]] = (
+            collections.OrderedDict()
+        )
         self._lock = threading.Lock()
 
     def get(self, path: Path) -> tuple[Any, dict[str, Any]]:
@@ -319,16 +322,23 @@ class ReferenceCache:
         from ..io import decode_image, read_input_bytes
         from ..pipeline import NamedReference, read_reference, read_sketch
 
+        try:
+            st = os.stat(path)
+            key = (path, st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None  # reading it says what is wrong
         with self._lock:
-            hit = self._items.get(path)
-            if hit is not None:
-                self._items.move_to_end(path)
+            hit = self._items.get(key) if key is not None else None
+            if hit is not None and key is not None:
+                self._items.move_to_end(key)
                 return hit[0], dict(hit[1])
         data = read_input_bytes(path, what="image")
         named = NamedReference(read_sketch(decode_image(data, str(path))), str(path))
         prepared, entry = read_reference(named, self._bundle), file_entry(path, data, "reference")
+        if key is None:
+            return prepared, entry
         with self._lock:
-            self._items[path] = (prepared, entry)
+            self._items[key] = (prepared, entry)
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
         return prepared, dict(entry)
