@@ -1144,7 +1144,7 @@ def save_grid(
             if r == 0:
                 ax.set_title(titles[c], fontsize=7, pad=3)
             if c == 0:
-                ax.set_ylabel(labels[r], fontsize=6)
+                ax.set_ylabel(short_label(labels[r]), fontsize=6)
     canvas.draw()
     image = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1155,6 +1155,14 @@ def save_grid(
         image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(buffer, format="PNG", optimize=True)
     write_bytes_atomic(path, buffer.getvalue(), overwrite=True)
     return path
+
+
+def short_label(name: str, limit: int = 22) -> str:
+    """A row label that fits beside one picture: long names (emoji sequences) keep both ends."""
+    if len(name) <= limit:
+        return name
+    keep = (limit - 1) // 2
+    return f"{name[:keep]}\u2026{name[-keep:]}"
 
 
 def hints_view(item: Item, layer: HintLayer | None) -> np.ndarray:
