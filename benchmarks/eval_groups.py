@@ -31,11 +31,15 @@ def scores(path: Path, metric: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("a", type=Path, help="report A (e.g. with a reference)")
     parser.add_argument("b", type=Path, help="report B (e.g. without)")
     parser.add_argument("--metric", default="ciede2000")
-    parser.add_argument("--group", action="append", default=[], help="NAME=REGEX (repeatable, first match wins)")
+    parser.add_argument(
+        "--group", action="append", default=[], help="NAME=REGEX (repeatable, first match wins)"
+    )
     args = parser.parse_args()
     a, b = scores(args.a, args.metric), scores(args.b, args.metric)
     names = sorted(a.keys() & b.keys())
@@ -50,7 +54,9 @@ def main() -> None:
             continue
         mean_a = sum(a[m] for m in members) / len(members)
         mean_b = sum(b[m] for m in members) / len(members)
-        print(f"{group:20s} {len(members):6d} {mean_a:8.2f} {mean_b:8.2f} {100 * (mean_a - mean_b) / mean_b:7.1f} %")
+        print(
+            f"{group:20s} {len(members):6d} {mean_a:8.2f} {mean_b:8.2f} {100 * (mean_a - mean_b) / mean_b:7.1f} %"
+        )
 
 
 if __name__ == "__main__":

@@ -161,6 +161,50 @@ def test_bad_references_are_one_line_errors(capsys, tmp_path, ref_model, tiny_ch
     assert not (tmp_path / "o.png").exists()
 
 
+@pytest.mark.parametrize(
+    ("case", "text"), [("old-model", "takes no reference picture"), ("corrupt", "not an image file")]
+)
+def test_batch_refuses_a_bad_shared_reference_before_any_page(
+    capsys, tmp_path, ref_model, tiny_checkpoint, case, text
+):
+    _pages(tmp_path / "in", n=3)
+    ref = solid(tmp_path / "r.png", (200, 0, 0))
+    model = tiny_checkpoint if case == "old-model" else ref_model
+    if case == "corrupt":
+        ref.write_bytes(b"not a picture at all")
+    code, _, err = run(capsys, "batch", tmp_path / "in", "-o", tmp_path / "out", "-m", model,
+                       "--reference", ref, "--steps", 1)  # fmt: skip
+    # One line, not the same failure once per page, and nothing written.
+    assert code == 1 and text in err
+    assert [line for line in err.splitlines() if line.strip()] == [
+        next(ln for ln in err.splitlines() if text in ln)
+    ]
+    assert not (tmp_path / "out").exists()
+    if case == "old-model":  # by name or by chapter alike
+        (tmp_path / "refs").mkdir()
+        solid(tmp_path / "refs" / "p1.png", (0, 0, 200))
+        for extra in (["--reference-dir", tmp_path / "refs"], ["--chapter"]):
+            code, _, err = run(
+                capsys, "batch", tmp_path / "in", "-o", tmp_path / "out", "-m", model, "--steps", 1, *extra
+            )
+            assert (
+                code == 1 and err.count("takes no reference picture") == 1 and not (tmp_path / "out").exists()
+            )
+
+
+def test_batch_with_one_unreadable_reference_by_name_fails_that_page_only(capsys, tmp_path, ref_model):
+    _pages(tmp_path / "in", n=3)
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "refs" / "p1.png").write_bytes(b"broken")
+    code, _, err = run(capsys, "batch", tmp_path / "in", "-o", tmp_path / "out", "-m", ref_model,
+                       "--reference-dir", tmp_path / "refs", "--steps", 1)  # fmt: skip
+    assert code == 1 and "p1.png" in err and "not an image file" in err
+    manifest = json.loads((tmp_path / "out" / "sketchcolor-manifest.json").read_text())
+    assert {Path(e["input"]).name: e["status"] for e in manifest["entries"]} == {
+        "p0.png": "done", "p1.png": "failed", "p2.png": "done"
+    }  # fmt: skip
+
+
 def test_greyscale_reference_warns(capsys, tmp_path, ref_model):
     sketch = tmp_path / "s.png"
     draw_sketch((48, 32)).save(sketch)

@@ -647,6 +647,20 @@ class PreparedReference:
 ReferenceInput = ImageInput | NamedReference | PreparedReference
 
 
+def require_reference(bundle: ModelBundle) -> None:
+    """Refuse, in one line, a reference for a model trained without reference conditioning.
+
+    Raises:
+        ModelError: The model takes no reference picture.
+    """
+    if not bundle.config.conditioning.reference:
+        where = bundle.path or "the model"
+        raise ModelError(
+            f"{where}: takes no reference picture (it was trained without reference conditioning)",
+            hint="use a model trained with conditioning.reference = true, or leave out the reference",
+        )
+
+
 def read_reference(reference: ReferenceInput, bundle: ModelBundle) -> PreparedReference:
     """A reference picture as the model takes it, a digest of what it saw, and its palette.
 
@@ -661,13 +675,8 @@ def read_reference(reference: ReferenceInput, bundle: ModelBundle) -> PreparedRe
         ImageError: Unreadable file or a tensor of the wrong shape or range.
         ValueError: A :class:`PreparedReference` made for a model with another reference size.
     """
+    require_reference(bundle)
     layout = bundle.config.conditioning
-    if not layout.reference:
-        where = bundle.path or "the model"
-        raise ModelError(
-            f"{where}: takes no reference picture (it was trained without reference conditioning)",
-            hint="use a model trained with conditioning.reference = true, or leave out the reference",
-        )
     if isinstance(reference, PreparedReference):
         side = layout.reference_size
         if tuple(reference.lab.shape) != (1, 3, side, side):
@@ -1454,6 +1463,7 @@ __all__ = [
     "is_colour_image",
     "load_model",
     "read_reference",
+    "require_reference",
     "read_sketch",
     "SampledBatch",
     "sample",

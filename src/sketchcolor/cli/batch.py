@@ -419,7 +419,7 @@ def batch_cli(
         sketchcolor batch pages/ -o coloured/ --hints-dir hints/
     """
     from ..io import remove_stale_temporaries
-    from ..pipeline import check_sample_config, derive_seed, load_model
+    from ..pipeline import check_sample_config, derive_seed, load_model, require_reference
 
     if merge is not None:
         if input_dir is not None or output_dir is not None:
@@ -529,6 +529,11 @@ def batch_cli(
         check_mode(bundle, mode)
         check_sample_config(job.sample, bundle)
         params["model_digest"] = bundle.digest
+        # Said once, before any page, rather than as the same failure of every page.
+        if any(e.reference is not None for e in todo):
+            require_reference(bundle)
+        if reference is not None and references is not None and any(e.reference == reference for e in todo):
+            references.get(reference)  # the shared reference: an unreadable one stops the run here
     output_dir.mkdir(parents=True, exist_ok=True)
     removed = remove_stale_temporaries(output_dir)
     if removed:
