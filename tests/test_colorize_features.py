@@ -228,6 +228,44 @@ def test_colour_sketch_warns(capsys, tmp_path, tiny_checkpoint):
         2,
     )
     assert code == 0 and "already in colour" in err and "--mode photo" in err
+    assert "colour.png is already in colour" in err  # which file: a batch has many
+
+
+def test_blank_and_dark_sketches_warn_naming_each_page(capsys, tmp_path, tiny_checkpoint):
+    pages = tmp_path / "in"
+    pages.mkdir()
+    Image.new("RGBA", (64, 48), (0, 0, 0, 0)).save(pages / "blank.png")  # transparent: white
+    dark = Image.new("L", (64, 48), 0)
+    ImageDraw.Draw(dark).ellipse((10, 8, 50, 40), outline=255, width=2)  # light lines on black
+    dark.save(pages / "inverted.png")
+    draw_sketch((64, 48)).save(pages / "good.png")
+    coloured = Image.new("RGB", (64, 48), (200, 40, 40))
+    ImageDraw.Draw(coloured).rectangle((10, 10, 50, 40), outline="black", width=2)
+    coloured.save(pages / "red.png")
+    code, _, err = run(capsys, "batch", pages, "-o", tmp_path / "out", "-m", tiny_checkpoint, "--steps", 1)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert any("blank.png has no lines" in w for w in warnings)
+    assert any("inverted.png is mostly dark" in w and "invert it" in w for w in warnings)
+    assert any("red.png is already in colour" in w for w in warnings)  # and only that for it
+    assert not any("good.png" in w for w in warnings) and len(warnings) == 3, warnings
+
+
+def test_sketch_problem_reads_blank_dark_and_thin_lines_right():
+    from sketchcolor.conditioning import sketch_problem
+
+    def problem(full: torch.Tensor) -> str | None:
+        small = torch.nn.functional.interpolate(full, size=(64, 64), mode="area")
+        return sketch_problem(full, small)
+
+    page = torch.ones(1, 1, 1024, 1024)
+    assert problem(page) is not None and problem(page).startswith("has no lines")
+    page[..., 500, :] = 0.0  # one 1-pixel line across a large page: a sketch, however faint at 64 px
+    assert problem(page) is None
+    assert problem(1.0 - page).startswith("is mostly dark (100% of it)")
+    half = torch.ones(1, 1, 64, 64)
+    half[..., :40, :] = 0.0  # 62 % ink (a heavily inked page) is still line art
+    assert problem(half) is None
 
 
 def test_aspect_mismatch_needs_stretch(capsys, tmp_path, tiny_checkpoint, sketch_files):

@@ -608,6 +608,33 @@ def normalization_levels(sample: torch.Tensor) -> tuple[float, float] | None:
     return None if paper - ink < 0.15 else (ink, paper)
 
 
+#: A sketch more than this share of whose pixels are line-dark after normalisation is warned about
+#: (light lines on dark paper, or a photo given as line art).
+DARK_SKETCH_FRACTION = 0.7
+
+
+def sketch_problem(sketch_l: torch.Tensor, sketch_small: torch.Tensor) -> str | None:
+    """What makes a (normalised) line-art sketch unusable, in words, or None when it looks right.
+
+    Args:
+        sketch_l: (1, 1, H, W) full-size lightness in [0, 1] (no line pixel at all: blank).
+        sketch_small: (1, 1, h, w) the working-size lightness (the share of dark pixels).
+
+    Returns:
+        "has no lines ...": no pixel darker than :data:`LINE_LEVEL` (a blank or almost uniform
+        page); "is mostly dark ...": more than :data:`DARK_SKETCH_FRACTION` of it is; else None.
+    """
+    if float(sketch_l.amin()) >= LINE_LEVEL:
+        return "has no lines (a blank page?): the colours are the model's guess, with nothing to follow"
+    dark = float((sketch_small < LINE_LEVEL).float().mean())
+    if dark > DARK_SKETCH_FRACTION:
+        return (
+            f"is mostly dark ({dark:.0%} of it): line art is expected as dark lines on light paper "
+            "(invert it if its lines are light)"
+        )
+    return None
+
+
 def stretch_levels(x: torch.Tensor, levels: tuple[float, float]) -> torch.Tensor:
     """Lightness ``x`` with the ``levels`` (ink, paper) stretched to (0, 1), clamped.
 

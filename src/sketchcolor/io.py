@@ -127,7 +127,21 @@ def _decode(source: Any, name: str, max_pixels: int) -> Image.Image:
         img = transposed or img
     except Exception:  # noqa: BLE001 - a broken EXIF block must not stop us; keep pixels as stored
         pass
+    img.info[NAME_KEY] = name  # so later warnings about the picture can say which file it is
     return img
+
+
+#: Key of a decoded picture's ``info`` that holds the name it was read under (:func:`image_name`).
+NAME_KEY = "sketchcolor.name"
+
+
+def image_name(image: Any, default: str) -> str:
+    """What to call an input in messages: its path, the name it was decoded under, or ``default``."""
+    if isinstance(image, str | Path):
+        return str(image)
+    if isinstance(image, Image.Image):
+        return str(image.info.get(NAME_KEY) or getattr(image, "filename", "") or default)
+    return default
 
 
 def open_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> Image.Image:

@@ -59,6 +59,7 @@ from .conditioning import (
     make_conditioning,
     resize_hints,
     resolve_coordinate,
+    sketch_problem,
     split_hints_from_sketch,
 )
 from .config import SEED_LIMIT, ColorConfig, ConditioningConfig, SampleConfig, check_seed
@@ -68,6 +69,7 @@ from .errors import ConfigError, HintError, ImageError, ModelError
 from .io import (
     check_hint_extent,
     crop_to,
+    image_name,
     image_to_tensor,
     load_rgb,
     open_image,
@@ -717,17 +719,23 @@ def _prepare(
     """Read a sketch, its hints and its reference and build the conditioning at the working size."""
     config = bundle.config
     ref = read_reference(reference, bundle) if reference is not None else None
+    name = image_name(sketch, "the sketch")
     sketch_u8 = read_sketch_u8(sketch)
     size = (int(sketch_u8.shape[-2]), int(sketch_u8.shape[-1]))
     layer = _as_layer(hints, size)
-    if config.conditioning.mode == "lineart" and is_colour_image(sketch_u8):
-        log.warning("the sketch is already in colour; for greyscale photos use a photo model (--mode photo)")
+    lineart = config.conditioning.mode == "lineart"
+    coloured = lineart and is_colour_image(sketch_u8)
+    if coloured:
+        log.warning("%s is already in colour; for greyscale photos use a photo model (--mode photo)", name)
     # Work at the model's resolution: area-downscale the sketch, resize hints without loss.
     small = working_size(size, config.resolution)
     # Paper white, darkest lines black (for the model and the regions) in the same pass.
     normalize = config.conditioning.normalize_sketch and config.conditioning.mode == "lineart"
     sketch_l = sketch_lightness_u8(sketch_u8, normalize=normalize)
     sketch_small = area_downscale(sketch_l, small) if small != size else sketch_l
+    problem = sketch_problem(sketch_l, sketch_small) if lineart and not coloured else None  # one warning
+    if problem is not None:
+        log.warning("%s %s", name, problem)
     sketch_small, _ = pad_to_multiple(sketch_small, config.model.size_multiple, value=1.0)
     hint_rgb = hint_mask = None
     found = layer.hinted()  # known, or one pass over the layer
