@@ -366,6 +366,18 @@ def test_model_eval_counts_a_sketch_without_truth_and_a_size_mismatch(capsys, te
     assert "lonely" in err and "odd" in err
 
 
+def test_model_eval_names_the_item_whose_sketch_is_blank(capsys, test_set, tiny_checkpoint):
+    save_u8(test_set / "sketch" / "empty.png", np.full((40, 40, 3), 255))
+    save_u8(test_set / "color" / "empty.png", np.full((40, 40, 3), 200))
+    code, doc, err = run_json(
+        capsys, "eval", "--data", test_set, "-m", tiny_checkpoint, "--steps", "1", "--no-lpips"
+    )
+    assert code == 0 and doc["rows"][0]["n_scored"] == 4
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert warnings == ["sketchcolor: warning: empty has no lines (a blank page?): the colours are the model's "
+                        "guess, with nothing to follow"]  # fmt: skip
+
+
 def test_model_eval_needs_a_test_set_layout(capsys, tmp_path, tiny_checkpoint):
     (tmp_path / "flat").mkdir()
     code, _, err = run(capsys, "eval", "--data", tmp_path / "flat", "-m", tiny_checkpoint)

@@ -888,6 +888,7 @@ def _colorize(
             sample_config,
             [r.seed for r in ready],
             references=[r.reference for r in ready],
+            names=[r.pair.name for r in ready],
         )
     except Exception as exc:  # noqa: BLE001 - find the culprit, score the others
         if len(ready) == 1:

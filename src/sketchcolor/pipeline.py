@@ -715,11 +715,15 @@ def _prepare(
     hints: HintLayer | ImageInput | None,
     bundle: ModelBundle,
     reference: ReferenceInput | None = None,
+    name: str | None = None,
 ) -> _Prepared:
-    """Read a sketch, its hints and its reference and build the conditioning at the working size."""
+    """Read a sketch, its hints and its reference and build the conditioning at the working size.
+
+    ``name``: what warnings call the sketch (default: its path, or the file it was decoded from).
+    """
     config = bundle.config
     ref = read_reference(reference, bundle) if reference is not None else None
-    name = image_name(sketch, "the sketch")
+    name = name or image_name(sketch, "the sketch")
     sketch_u8 = read_sketch_u8(sketch)
     size = (int(sketch_u8.shape[-2]), int(sketch_u8.shape[-1]))
     layer = _as_layer(hints, size)
@@ -929,6 +933,7 @@ def colorize_batch(
     keep_flats: bool = False,
     references: Sequence[ReferenceInput | None] | None = None,
     callback: StepCallback | None = None,
+    names: Sequence[str | None] | None = None,
 ) -> list[ColorizeResult]:
     """Colourise several sketches, running the network on as many of them at once as fit together.
 
@@ -949,12 +954,14 @@ def colorize_batch(
         keep_flats: Also return the colour layers without lines.
         references: One reference picture (or None) per sketch (see :func:`colorize`).
         callback: Per-step progress callback (called per step of each batch).
+        names: What warnings call each sketch (None: its path, or the file a PIL picture was
+            read from; tensors have no name of their own).
 
     Returns:
         One :class:`ColorizeResult` per sketch, in order.
     """
     batch = _BatchPlan.make(
-        sketches, hints, bundle, sample_config, seeds, references, flat, hint_regions, keep_flats
+        sketches, hints, bundle, sample_config, seeds, references, flat, hint_regions, keep_flats, names
     )
     threads = compose_threads()
     if len(batch.preps) <= 1:
@@ -1101,6 +1108,7 @@ class _BatchPlan:
         flat: bool,
         hint_regions: bool,
         keep_flats: bool,
+        names: Sequence[str | None] | None = None,
     ) -> _BatchPlan:
         if len(hints) != len(sketches):
             raise ValueError("give one hints entry (or None) per sketch")
@@ -1108,7 +1116,13 @@ class _BatchPlan:
         if references is not None and len(references) != len(sketches):
             raise ValueError("give one reference (or None) per sketch")
         refs = _read_references_once(references, bundle) if references is not None else [None] * len(sketches)
-        preps = [_prepare(s, h, bundle, r) for s, h, r in zip(sketches, hints, refs, strict=True)]
+        if names is not None and len(names) != len(sketches):
+            raise ValueError("give one name (or None) per sketch")
+        named = list(names) if names is not None else [None] * len(sketches)
+        preps = [
+            _prepare(s, h, bundle, r, name)
+            for s, h, r, name in zip(sketches, hints, refs, named, strict=True)
+        ]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, prep in enumerate(preps):
             groups.setdefault(prep.padded, []).append(i)
