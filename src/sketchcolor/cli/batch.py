@@ -677,7 +677,7 @@ def _sample_chunk(
 
     def sample(items: list[tuple[Entry, Inputs, float]]) -> Any:
         return sample_batch(
-            [r[1].sketch_rgb for r in items for _ in range(n)],
+            [r[1].sketch_image for r in items for _ in range(n)],
             [r[1].layer for r in items for _ in range(n)],
             bundle,
             job.sample,

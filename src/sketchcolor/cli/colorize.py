@@ -295,7 +295,7 @@ def file_entry(path: Path, data: bytes | None, role: str) -> dict[str, Any]:
 class Inputs:
     """A sketch and its merged hints, read once, with the record entries of every file used."""
 
-    sketch_rgb: Any  # the decoded PIL picture, or (1, 3, H, W) float tensor (scribbles split off)
+    sketch_image: Any  # the decoded PIL picture, or (1, 3, H, W) float tensor (scribbles split off)
     layer: Any  # HintLayer
     entries: list[dict[str, Any]]
     reference: Any = None  # NamedReference or pipeline.PreparedReference, or None
@@ -375,9 +375,9 @@ def load_inputs(
     layer = None
     # The decoded picture goes to the library as it is (read there in 8 bits, no float copy of a
     # large page); only scribbles in the sketch need it as floats here.
-    sketch_rgb: Any = picture
+    sketch_image: Any = picture
     if job.hints_in_sketch:
-        sketch_rgb, layer = split_hints_from_sketch(read_sketch(picture))
+        sketch_image, layer = split_hints_from_sketch(read_sketch(picture))
         if layer.is_empty:
             log.warning("%s: --hints-in-sketch found no coloured scribbles in the sketch", sketch)
     files = [*job.hints, *extra_hints]
@@ -415,7 +415,7 @@ def load_inputs(
         ref_data = read_input_bytes(reference, what="image")
         named = NamedReference(read_sketch(decode_image(ref_data, str(reference))), str(reference))
         entries.append(file_entry(reference, ref_data, "reference"))
-    return Inputs(sketch_rgb, layer, entries, named)
+    return Inputs(sketch_image, layer, entries, named)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -975,7 +975,7 @@ def colorize_cli(
     with progress_bar(quiet, "colourising") as progress:
         task = progress.add_task("sample", total=total)
         result = colorize(
-            inputs.sketch_rgb, inputs.layer, bundle, job.sample, seed, num_samples=job.num_samples,
+            inputs.sketch_image, inputs.layer, bundle, job.sample, seed, num_samples=job.num_samples,
             flat=job.flat, hint_regions=job.hint_regions, keep_flats=job.save_flats,
             keep_steps=save_steps is not None, reference=inputs.reference,
             callback=lambda info: progress.advance(task),

@@ -71,7 +71,7 @@ def colorize_files(request: Request) -> dict[str, Any]:
     bundle = load_model(job.model_path, request.device)
     check_sample_config(job.sample, bundle)
     result = colorize(
-        inputs.sketch_rgb, inputs.layer, bundle, job.sample, request.seed, num_samples=1, flat=job.flat,
+        inputs.sketch_image, inputs.layer, bundle, job.sample, request.seed, num_samples=1, flat=job.flat,
         hint_regions=job.hint_regions, keep_flats=True, reference=inputs.reference,
     )  # fmt: skip
     return save_outputs(result, request.output, job, base_record(inputs, job), overwrite=False)[0]
