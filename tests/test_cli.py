@@ -50,6 +50,19 @@ def test_help(command):
             assert opt in result.output
 
 
+def test_option_choices_are_the_library_choices():
+    """The CLI's choice lists are written out for Typer; they must not drift from the library's."""
+    from typing import get_args
+
+    from sketchcolor.cli.app import Device, Precision, Sampler
+    from sketchcolor.config import PRECISIONS, SamplerName
+    from sketchcolor.device import DeviceName
+
+    assert [p.value for p in Precision] == list(PRECISIONS)
+    assert [s.value for s in Sampler] == list(get_args(SamplerName))
+    assert [d.value for d in Device] == list(get_args(DeviceName))
+
+
 def test_colorize_writes_png_of_sketch_size(capsys, tmp_path, tiny_checkpoint, sketch_files):
     sketch, hints = sketch_files
     out = tmp_path / "out.png"
