@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from compare_speed import ROOT, make_pages, run, timed
+from compare_speed import ROOT, make_pages, run, timed, tree_parser
 
 
 def make_reference(path: Path, size: int) -> None:
@@ -54,19 +54,8 @@ def measure(tree: Path, model: str, pages: Path, one: Path, ref: Path, args: arg
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--baseline", type=Path, required=True, help="checkout of the code to compare against"
-    )
-    parser.add_argument("--model", required=True, help="a model file with reference conditioning, for both")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--pages", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=2)
+    parser = tree_parser(__doc__, "a model file with reference conditioning, for both trees")
     parser.add_argument("--reference-sizes", default="512,2048", help="reference picture sizes (px)")
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     model = str(Path(args.model).resolve())
     rows: dict[str, dict[str, float]] = {"baseline": {}, "this": {}}

@@ -139,20 +139,24 @@ def measure(
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def tree_parser(doc: str | None, model_help: str) -> argparse.ArgumentParser:
+    """The options every this-tree-against-a-baseline script takes (``--json`` included)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--baseline", type=Path, required=True, help="checkout of the code to compare against"
     )
-    parser.add_argument("--model", required=True, help="one model file for both trees")
+    parser.add_argument("--model", required=True, help=model_help)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pages", type=int, default=32, help="pages in the batch folder test")
     parser.add_argument("--batch-size", type=int, default=4, help="--batch-size of the batch command")
     parser.add_argument("--steps", type=int, default=2, help="DDIM steps everywhere (both trees alike)")
-    parser.add_argument("--sizes", default="512,4096", help="small,large picture sizes (px)")
     parser.add_argument("--json", type=Path, default=None)
+    return parser
+
+
+def main() -> None:
+    parser = tree_parser(__doc__, "one model file for both trees")
+    parser.add_argument("--sizes", default="512,4096", help="small,large picture sizes (px)")
     args = parser.parse_args()
     model = str(Path(args.model).resolve())
     small, large = (int(v) for v in args.sizes.split(","))
