@@ -106,48 +106,6 @@ def test_bf16_precision_reaches_the_training_step(tmp_path, data, monkeypatch):
     assert seen == [torch.bfloat16]
 
 
-def test_fp32_ends_run_the_first_and_last_convolutions_in_fp32_under_autocast():
-    from .conftest import TINY_MODEL
-
-    torch.manual_seed(0)
-    net = UNet(TINY_MODEL).eval()
-    with torch.no_grad():
-        net.conv_out.weight.normal_(0.0, 0.1)  # zero-initialised: give it something to compute
-    x = torch.randn(1, TINY_MODEL.in_channels, 16, 16)
-    cond = torch.rand(1, TINY_MODEL.cond_channels, 16, 16)
-    t = torch.tensor([10])
-    inputs: list[torch.dtype] = []
-    net.conv_in.register_forward_hook(lambda m, args, out: inputs.append(out.dtype))
-    net.conv_out.register_forward_hook(lambda m, args, out: inputs.append(out.dtype))
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        low = net(x, t, cond)
-        net.fp32_ends = True
-        ends = net(x, t, cond)
-    assert inputs == [torch.bfloat16, torch.bfloat16, torch.float32, torch.float32]
-    assert low.dtype == torch.bfloat16 and ends.dtype == torch.float32
-    # Without autocast the switch changes nothing: fp32 throughout, the same numbers.
-    with torch.no_grad():
-        plain = net(x, t, cond)
-        net.fp32_ends = False
-        assert torch.equal(net(x, t, cond), plain)
-
-
-def test_fp32_ends_setting_reaches_the_model_and_its_ema(tmp_path, data, monkeypatch):
-    seen = []
-    original = UNet.forward
-
-    def spy(self, *args, **kwargs):
-        seen.append(self.fp32_ends)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(UNet, "forward", spy)
-    overrides = {"optim.steps": 1, "optim.precision": "bf16", "optim.fp32_ends": True, "data.val_count": 2}
-    list(train(tiny_train_config(data, tmp_path, **overrides), tmp_path / "r"))
-    assert seen and all(seen)  # the training step and the validation (the EMA copy) alike
-    with pytest.raises(ConfigError, match="optim.fp32_ends.* must be true or false"):
-        apply_overrides(TrainConfig(), {"optim.fp32_ends": 3})
-
-
 # ----------------------------------------------------------------------------------------------
 # optim.fused
 # ----------------------------------------------------------------------------------------------

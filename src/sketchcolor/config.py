@@ -781,9 +781,6 @@ class OptimConfig:
             CPU with native bfloat16 (AVX512-BF16 or AMX on x86, BF16 on Arm) but not the CPU
             default: its validation loss trailed fp32's by 3-4 % in docs/training.md's A/B.
             Autocast only: weights, optimiser state and EMA stay fp32.
-        fp32_ends: With bf16 or fp16 autocast, the U-Net's first and last convolutions (its
-            inputs, hint colours included, and its prediction) run in fp32, the rest in the low
-            precision (docs/training.md measures it). No effect in fp32 or at inference.
         fused: Fused AdamW kernel (``torch.optim.AdamW(fused=True)``): ``auto`` uses it where this
             torch has one for the device (CUDA; the CPU in recent torch), ``true`` insists (an
             error where unsupported), ``false`` keeps torch's default kernel (foreach on CUDA,
@@ -811,12 +808,10 @@ class OptimConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     precision: Precision = "auto"
-    fp32_ends: bool = False
     fused: FusedChoice = "auto"
     hint_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.fp32_ends, bool), f"optim.fp32_ends must be true or false, got {self.fp32_ends!r}")
         _check(
             self.fused == "auto" or isinstance(self.fused, bool),
             f"optim.fused must be 'auto', true or false, got {self.fused!r}",

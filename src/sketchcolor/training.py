@@ -458,7 +458,6 @@ def _set_up(
     memory_format = torch.channels_last if config.run.channels_last else torch.contiguous_format
     model.to(device).to(memory_format=memory_format)
     schedule = NoiseSchedule(model_cfg.schedule)
-    model.fp32_ends = config.optim.fp32_ends  # the EMA copy below inherits it
     ema = _EMA(model, config.optim.ema_decay)
     fused = _use_fused(config, device)
     optimizer = _make_optimizer(model, config, fused)

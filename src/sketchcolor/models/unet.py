@@ -266,10 +266,6 @@ class UNet(nn.Module):
         # which a small model learns slowly (tests/test_reference.py's toy set).
         self.out_emb = nn.Linear(emb_ch, 2 * ch) if config.reference_channels else None
         self.conv_out = _zero(nn.Conv2d(ch, config.out_channels, 3, padding=1))
-        #: Under bf16/fp16 autocast, run ``conv_in`` and ``conv_out`` (the inputs, hint colours
-        #: included, and the prediction) in fp32. A run-time switch, not part of the config:
-        #: training sets it from ``optim.fp32_ends``; it changes no weight.
-        self.fp32_ends = False
 
     def embed_time(self, t: torch.Tensor) -> torch.Tensor:
         """The one place time enters the network: (N,) steps -> (N, 4 * base_channels)."""
@@ -333,7 +329,7 @@ class UNet(nn.Module):
             tokens = self.reference(reference)
             context = (tokens, keep)
             emb = emb + keep.view(-1, 1) * self.reference_global(tokens.mean(dim=1))
-        h = self._end(self.conv_in, torch.cat([x_t, cond.to(x_t.dtype)], dim=1))
+        h = self.conv_in(torch.cat([x_t, cond.to(x_t.dtype)], dim=1))
         skips = [h]
         for i, stage in enumerate(self.down):
             for block in typing.cast(nn.ModuleList, stage):
@@ -352,11 +348,4 @@ class UNet(nn.Module):
         if self.out_emb is not None:
             scale, shift = self.out_emb(emb)[:, :, None, None].chunk(2, dim=1)
             h = h * (1 + scale) + shift
-        return self._end(self.conv_out, F.silu(h))
-
-    def _end(self, conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """``conv(x)``, in fp32 under autocast when :attr:`fp32_ends` is set."""
-        if self.fp32_ends and torch.is_autocast_enabled(x.device.type):
-            with torch.autocast(x.device.type, enabled=False):
-                return conv(x.float())  # type: ignore[no-any-return]
-        return conv(x)  # type: ignore[no-any-return]
+        return self.conv_out(F.silu(h))
