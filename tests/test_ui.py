@@ -265,6 +265,36 @@ def test_unzipped_bundle_reproduces_with_from_png(capsys, tmp_path, studio, sket
         assert np.array_equal(pixels(tmp_path / "again.png"), pixels(v.image))
 
 
+def test_a_reference_used_for_many_pictures_is_prepared_once(monkeypatch, tmp_path, sketch_path, ref_model):
+    import sketchcolor.cli.ui as ui_cli
+    import sketchcolor.pipeline as pipeline
+
+    monkeypatch.setattr(ui_cli, "_reference_caches", {})  # the server's: other tests used it
+    calls = []
+    real = pipeline.reference_palette
+    monkeypatch.setattr(pipeline, "reference_palette", lambda rgb: calls.append(1) or real(rgb))
+    studio = Studio(colorize_files, tmp_path / "w", model=ref_model, device="cpu")
+    ref_file = tmp_path / "uploads" / "hero.png"
+    Image.new("RGB", (40, 30), (30, 160, 40)).save(ref_file)
+    sketch, _ = studio.open_sketch(sketch_path)
+    reference, _ = studio.open_reference(ref_file)
+    settings = Settings(seed=4, steps=1)
+    first = studio.colourise(sketch, [], "", reference, settings)
+    second = studio.colourise(sketch, [], "", reference, settings)
+    assert first.ok and second.ok
+    assert len(calls) == 1  # each try writes the upload to a new folder: known by its bytes
+    a, b = first.variations[0].image, second.variations[0].image
+    assert a.parent != b.parent and np.array_equal(pixels(a), pixels(b))
+    # Each record names the reference beside its own picture.
+    for image in (a, b):
+        entry = next(e for e in record(image)["inputs"] if e["role"] == "reference")
+        assert Path(entry["abs"]).parent == image.parent
+    # Another reference is prepared anew.
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(ref_file)
+    other, _ = studio.open_reference(ref_file)
+    assert studio.colourise(sketch, [], "", other, settings).ok and len(calls) == 2
+
+
 def test_reference_input_exactly_when_the_model_takes_one(
     capsys, monkeypatch, tmp_path, sketch_path, ref_model, tiny_checkpoint
 ):

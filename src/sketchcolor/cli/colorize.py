@@ -307,32 +307,43 @@ class ReferenceCache:
     A chapter's pages share one reference (``batch --reference``); reading, decoding, letterboxing
     and finding the palette of the same file again for every page would be wasted. Holds the
     ``size`` files used last (a ``--reference-dir`` may hold one per page); a file changed on disk
-    since it was read (another size or modification time) is read again. Safe across threads.
+    since it was read (another size or modification time) is read again. ``by_content``: files
+    are known by their bytes instead (their SHA-256), for the UI, which writes the same upload to
+    a new folder for every picture. Safe across threads.
     """
 
-    def __init__(self, bundle: Any, size: int = 16) -> None:
-        self._bundle, self._size = bundle, size
-        self._items: collections.OrderedDict[tuple[Path, int, int], tuple[Any, dict[str, Any]]] = (
+    def __init__(self, bundle: Any, size: int = 16, *, by_content: bool = False) -> None:
+        self._bundle, self._size, self._by_content = bundle, size, by_content
+        self._items: collections.OrderedDict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = (
             collections.OrderedDict()
         )
         self._lock = threading.Lock()
 
     def get(self, path: Path) -> tuple[Any, dict[str, Any]]:
-        """(``pipeline.PreparedReference``, a fresh copy of its record entry) for ``path``."""
+        """(``pipeline.PreparedReference``, a fresh record entry naming ``path``) for ``path``."""
         from ..io import decode_image, read_input_bytes
         from ..pipeline import NamedReference, read_reference, read_sketch
 
-        try:
-            st = os.stat(path)
-            key = (path, st.st_mtime_ns, st.st_size)
-        except OSError:
-            key = None  # reading it says what is wrong
+        data: bytes | None = None
+        key: tuple[Any, ...] | None
+        if self._by_content:
+            data = read_input_bytes(path, what="image")
+            key = ("content", bytes_digest(data))
+        else:
+            try:
+                st = os.stat(path)
+                key = (path, st.st_mtime_ns, st.st_size)
+            except OSError:
+                key = None  # reading it says what is wrong
         with self._lock:
             hit = self._items.get(key) if key is not None else None
             if hit is not None and key is not None:
                 self._items.move_to_end(key)
-                return hit[0], dict(hit[1])
-        data = read_input_bytes(path, what="image")
+        if hit is not None:
+            entry = file_entry(path, data, "reference") if self._by_content else dict(hit[1])
+            return hit[0], entry
+        if data is None:
+            data = read_input_bytes(path, what="image")
         named = NamedReference(read_sketch(decode_image(data, str(path))), str(path))
         prepared, entry = read_reference(named, self._bundle), file_entry(path, data, "reference")
         if key is None:

@@ -21,6 +21,7 @@ import logging
 import signal
 import socket
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -31,7 +32,15 @@ import typer
 
 from ..errors import SketchcolorError
 from .app import DeviceOpt, ModelOpt, Sampler, app, stdout
-from .colorize import base_record, check_outputs, load_inputs, make_job, output_paths, save_outputs
+from .colorize import (
+    ReferenceCache,
+    base_record,
+    check_outputs,
+    load_inputs,
+    make_job,
+    output_paths,
+    save_outputs,
+)
 
 if TYPE_CHECKING:
     from ..ui import Request
@@ -67,14 +76,28 @@ def colorize_files(request: Request) -> dict[str, Any]:
     )  # fmt: skip
     inputs_used = [request.sketch, *job.hints] + ([job.reference] if job.reference is not None else [])
     check_outputs(output_paths(request.output, job), inputs_used, overwrite=False)
-    inputs = load_inputs(request.sketch, job)
     bundle = load_model(job.model_path, request.device)
+    inputs = load_inputs(request.sketch, job, references=_references(bundle))
     check_sample_config(job.sample, bundle)
     result = colorize(
         inputs.sketch_image, inputs.layer, bundle, job.sample, request.seed, num_samples=1, flat=job.flat,
         hint_regions=job.hint_regions, keep_flats=True, reference=inputs.reference,
     )  # fmt: skip
     return save_outputs(result, request.output, job, base_record(inputs, job), overwrite=False)[0]
+
+
+_reference_caches: dict[str, ReferenceCache] = {}
+_reference_caches_lock = threading.Lock()
+
+
+def _references(bundle: Any) -> ReferenceCache:
+    """The server's prepared references for one model: an artist tries many pictures against one
+    reference, and each try writes it to a new folder, so they are known by their bytes."""
+    with _reference_caches_lock:
+        cache = _reference_caches.get(bundle.digest)
+        if cache is None:
+            cache = _reference_caches[bundle.digest] = ReferenceCache(bundle, size=4, by_content=True)
+        return cache
 
 
 def free_port(host: str, port: int) -> int:
