@@ -17,7 +17,6 @@ also absorb torch.compile's compilation). The variants:
     baseline        the recipe as written, but fp32, torch's default AdamW kernel, no
                     torch.compile and 0 data workers: what training did before issue 14
     bf16            baseline + bfloat16 autocast (optim.precision = "bf16")
-    bf16_ends       bf16 with the U-Net's first and last convolutions in fp32 (optim.fp32_ends)
     nchw            baseline in contiguous NCHW layout (run.channels_last = false)
     channels_last   baseline in channels-last layout (run.channels_last = true); the default list
                     has whichever of nchw / channels_last is not the recipe's layout
@@ -54,10 +53,6 @@ from sketchcolor.training import train
 VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
     "baseline": ({}, "recipe, fp32, default AdamW, eager, 0 workers"),
     "bf16": ({"optim.precision": "bf16"}, "baseline + bf16 autocast"),
-    "bf16_ends": (
-        {"optim.precision": "bf16", "optim.fp32_ends": True},
-        "baseline + bf16 autocast, first and last convolutions fp32",
-    ),
     "nchw": ({"run.channels_last": False}, "baseline, contiguous NCHW layout"),
     "channels_last": ({"run.channels_last": True}, "baseline, channels-last layout"),
     "fused": ({"optim.fused": True}, "baseline + fused AdamW"),
