@@ -301,6 +301,19 @@ class Inputs:
     reference: Any = None  # NamedReference or pipeline.PreparedReference, or None
 
 
+def read_reference_file(path: Path, data: bytes | None = None) -> tuple[Any, dict[str, Any]]:
+    """A reference file (its bytes ``data`` if already read) as a ``pipeline.NamedReference``
+    named by its path, and its record entry."""
+    from ..io import decode_image, read_input_bytes
+    from ..pipeline import NamedReference, read_sketch
+
+    if data is None:
+        data = read_input_bytes(path, what="image")
+    return NamedReference(read_sketch(decode_image(data, str(path))), str(path)), file_entry(
+        path, data, "reference"
+    )
+
+
 class ReferenceCache:
     """Reference files read and prepared once for one model, for the pages of a batch.
 
@@ -321,8 +334,8 @@ class ReferenceCache:
 
     def get(self, path: Path) -> tuple[Any, dict[str, Any]]:
         """(``pipeline.PreparedReference``, a fresh record entry naming ``path``) for ``path``."""
-        from ..io import decode_image, read_input_bytes
-        from ..pipeline import NamedReference, read_reference, read_sketch
+        from ..io import read_input_bytes
+        from ..pipeline import read_reference
 
         data: bytes | None = None
         key: tuple[Any, ...] | None
@@ -342,10 +355,8 @@ class ReferenceCache:
         if hit is not None:
             entry = file_entry(path, data, "reference") if self._by_content else dict(hit[1])
             return hit[0], entry
-        if data is None:
-            data = read_input_bytes(path, what="image")
-        named = NamedReference(read_sketch(decode_image(data, str(path))), str(path))
-        prepared, entry = read_reference(named, self._bundle), file_entry(path, data, "reference")
+        named, entry = read_reference_file(path, data)
+        prepared = read_reference(named, self._bundle)
         if key is None:
             return prepared, entry
         with self._lock:
@@ -421,11 +432,8 @@ def load_inputs(
         named, entry = references.get(reference)
         entries.append(entry)
     elif reference is not None:
-        from ..pipeline import NamedReference
-
-        ref_data = read_input_bytes(reference, what="image")
-        named = NamedReference(read_sketch(decode_image(ref_data, str(reference))), str(reference))
-        entries.append(file_entry(reference, ref_data, "reference"))
+        named, entry = read_reference_file(reference)
+        entries.append(entry)
     return Inputs(sketch_image, layer, entries, named)
 
 
