@@ -6,7 +6,8 @@ Usage (from the repository root)::
 
 Wraps the pipeline's and the composition's stage functions (reading the sketch and the hints,
 lightness, sampling, region labelling, the banded render) with timers, colourises
-examples/fox.png with its hints resized to ``--size`` (one warm-up call, then ``--repeat`` calls)
+examples/fox.png with its hints resized to ``--size`` (one warm-up call, then ``--repeat`` calls,
+each of ``--num-samples`` variations)
 and prints each stage's mean wall and CPU time per call. Stages nest (``_prepare`` holds the
 reading, ``_finish`` holds the composition), so the rows do not add up to the total. CPU time
 above wall time means the stage used more than one core. Not part of the test suite.
@@ -24,7 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_STAGES = [
     "_prepare", "read_sketch_u8", "_as_layer", "is_colour_image", "sketch_lightness_u8",
-    "make_conditioning", "sample", "_finish", "carry_to_full_size",
+    "make_conditioning", "sample", "_finish", "carry_to_full_size", "region_labels",
 ]  # fmt: skip
 COMPOSE_STAGES = ["region_colours", "render_u8", "remove_lines"]
 
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model file (default: the bundled model)")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=4)
+    parser.add_argument("--num-samples", type=int, default=1, help="variations per call (one batch)")
     args = parser.parse_args()
 
     from PIL import Image
@@ -72,11 +74,12 @@ def main() -> None:
     wall = cpu = 0.0
     for i in range(args.repeat):
         t0, c0 = time.perf_counter(), time.process_time()
-        pipeline.colorize(sketch, hints, bundle, config, seed=i)
+        pipeline.colorize(sketch, hints, bundle, config, seed=i, num_samples=args.num_samples)
         wall += time.perf_counter() - t0
         cpu += time.process_time() - c0
     n = args.repeat
-    print(f"{args.size} px (sketch mode {sketch.mode}), DDIM {args.steps} steps: "
+    print(f"{args.size} px (sketch mode {sketch.mode}), DDIM {args.steps} steps, "
+          f"{args.num_samples} sample(s): "
           f"{wall / n:.3f} s wall, {cpu / n:.3f} s CPU per call")  # fmt: skip
     print(f"{'stage':24s} {'wall (s)':>9s} {'CPU (s)':>9s}")
     for name, (w, c) in sorted(totals.items(), key=lambda kv: -kv[1][0]):

@@ -8,6 +8,7 @@ from sketchcolor.compose import (
     interior_weight,
     reference_palette,
     region_colours,
+    region_labels,
     remove_lines,
     render_u8,
     sketch_lightness,
@@ -237,6 +238,33 @@ def test_small_gaps_in_outlines_are_closed():
     out = render_u8(torch.ones(1, 3, 64, 64), (64, 64), regions=regions)
     assert out[20, 40].tolist() == [255, 0, 0]  # inside the square
     assert out[5, 5].tolist() == [255, 255, 255]  # the background did not flood
+
+
+def test_given_region_labels_are_used_as_they_are(monkeypatch):
+    import sketchcolor.compose as compose
+
+    # The gap-closed square of the test above, with a hint in it and one in the background.
+    sketch_l = torch.ones(1, 1, 64, 64)
+    sketch_l[..., 16, 16:48] = sketch_l[..., 47, 16:48] = 0.0
+    sketch_l[..., 16:48, 16] = sketch_l[..., 16:48, 47] = 0.0
+    sketch_l[..., 30:32, 16] = 1.0
+    lab_small = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 40 + 30
+    rgb, mask = torch.zeros(1, 3, 64, 64), torch.zeros(1, 1, 64, 64)
+    rgb[..., 32, 32], mask[..., 32, 32] = torch.tensor([1.0, 0.0, 0.0]).view(1, 3), 1
+    rgb[..., 4, 4], mask[..., 4, 4] = torch.tensor([0.0, 0.0, 1.0]).view(1, 3), 1
+    interior = torch.ones(1, 1, 64, 64)
+    labels = region_labels(sketch_l, (rgb, mask))
+    assert labels.dtype == np.int32 and labels.shape == (64, 64) and labels.max() >= 2
+    fresh = region_colours(lab_small, sketch_l, interior, hints=(rgb, mask))
+    # Given its labels, region_colours labels nothing itself and chooses the same colours.
+    monkeypatch.setattr(compose, "label_closed_regions", lambda *a: pytest.fail("labelled again"))
+    given = region_colours(lab_small, sketch_l, interior, hints=(rgb, mask), labels=labels)
+    assert torch.equal(given.labels, fresh.labels) and torch.equal(given.rgb, fresh.rgb)
+    assert torch.equal(given.snap, fresh.snap)
+    # And they are what decides the regions: one label everywhere paints one colour.
+    one = region_colours(lab_small, sketch_l, interior, flat=True, labels=np.ones((64, 64), np.int32))
+    out = render_u8(torch.zeros(1, 3, 64, 64), (64, 64), regions=one)
+    assert len(np.unique(out.reshape(-1, 3), axis=0)) == 1
 
 
 def test_carry_to_full_size_multiplies_lines():

@@ -252,3 +252,40 @@ def test_run_pipelined_failures():
     with pytest.raises(Stop, match="produce"):
         run_pipelined(range(10), bad_produce, lambda x, m: consumed.append(x), depth=1)
     assert consumed == [0, 1, 2]  # what was produced before the failure is not thrown away
+
+
+def test_samples_of_one_sketch_share_one_preparation_and_labelling(bundle, monkeypatch):
+    import sketchcolor.pipeline as pipeline
+    from sketchcolor.pipeline import colorize_batch
+
+    cfg = SampleConfig(steps=2, precision="fp32")
+    sketch, hints = draw_sketch((80, 60)), draw_hints((80, 60))
+    separate = [colorize(sketch, hints, bundle, cfg, seed=s).image.tobytes() for s in (5, 6, 7)]
+    calls = {"prepare": 0, "labels": 0}
+    real_prepare, real_labels = pipeline._prepare, pipeline.region_labels
+
+    def prepare(*args, **kwargs):
+        calls["prepare"] += 1
+        return real_prepare(*args, **kwargs)
+
+    def labels(*args, **kwargs):
+        calls["labels"] += 1
+        return real_labels(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_prepare", prepare)
+    monkeypatch.setattr(pipeline, "region_labels", labels)
+    many = colorize(sketch, hints, bundle, cfg, seed=5, num_samples=3)
+    assert calls == {"prepare": 1, "labels": 1}
+    assert [im.tobytes() for im in many.images] == separate
+    # A batch that gives one sketch (same object, same hints) three times prepares it once.
+    calls.update(prepare=0, labels=0)
+    batch = colorize_batch([sketch] * 3, [hints] * 3, bundle, cfg, [5, 6, 7])
+    assert calls == {"prepare": 1, "labels": 1}
+    assert [r.image.tobytes() for r in batch] == separate
+    # Other hints (or none) are another preparation; without hint regions, another labelling.
+    calls.update(prepare=0, labels=0)
+    colorize_batch([sketch] * 3, [hints, None, hints], bundle, cfg, [5, 6, 7])
+    assert calls == {"prepare": 2, "labels": 2}
+    calls.update(prepare=0, labels=0)
+    colorize(sketch, hints, bundle, cfg, seed=5, num_samples=2, hint_regions=False)
+    assert calls == {"prepare": 1, "labels": 1}

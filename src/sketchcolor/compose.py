@@ -421,6 +421,41 @@ def snap_to_palette(
     return torch.where(near, palette[nearest].T.to(lab.dtype), lab), near
 
 
+def region_labels(
+    sketch_l_full: torch.Tensor, hints: tuple[torch.Tensor, torch.Tensor] | SparseHints | None = None
+) -> np.ndarray:
+    """The line-enclosed regions :func:`region_colours` colours, on its labelling grid.
+
+    The grid is the sketch itself, or an area-downscaled copy for sketches over
+    :data:`REGION_MAX_SIZE`; outline gaps up to :data:`GAP_PER_128` pixels per 128 px of the
+    grid are closed (:func:`label_closed_regions`), and hints drawn in the page's background
+    through an open outline get their shape (:func:`_close_around_hints`). It depends on the
+    sketch and the hints only, not on the model's colours, so every sample of a sketch can share
+    it; at 4096 px it is most of :func:`region_colours`' time.
+
+    Args:
+        sketch_l_full: (1, 1, H, W) full-size sketch lightness.
+        hints: The full-size hints, or None.
+
+    Returns:
+        (h, w) int32 labels, 0 on lines.
+    """
+    sparse = _as_sparse(hints)
+    full_h, full_w = sketch_l_full.shape[-2:]
+    grid_l = sketch_l_full
+    if max(full_h, full_w) > REGION_MAX_SIZE:
+        scale = REGION_MAX_SIZE / max(full_h, full_w)
+        # At least one row and column: a 8 x 100000 strip must not vanish.
+        grid_l = area_downscale(sketch_l_full, (max(1, round(full_h * scale)), max(1, round(full_w * scale))))
+    h, w = grid_l.shape[-2:]
+    gap = GAP_PER_128 * max(h, w) / 128.0
+    grid_np = grid_l[0, 0].numpy()
+    labels = label_closed_regions(grid_np, gap)
+    if sparse is not None and not sparse.is_empty:
+        labels = _close_around_hints(labels, grid_np, sparse, gap)
+    return labels
+
+
 def region_colours(
     lab_small: torch.Tensor,
     sketch_l_full: torch.Tensor,
@@ -431,6 +466,7 @@ def region_colours(
     hints: tuple[torch.Tensor, torch.Tensor] | SparseHints | None = None,
     palette: torch.Tensor | None = None,
     palette_distance: float = 0.0,
+    labels: np.ndarray | None = None,
 ) -> Regions:
     """Choose one colour per line-enclosed region of the full-size sketch.
 
@@ -463,6 +499,8 @@ def region_colours(
             (:func:`~sketchcolor.conditioning.background_labels`); regions painted white as
             paper stay white.
         palette_distance: CIE LAB distance for ``palette``; 0 leaves the colours as they are.
+        labels: The regions, as :func:`region_labels` gives them for this sketch and these hints
+            (None: labelled here). Several samples of one sketch share one labelling.
 
     Returns:
         The :class:`Regions`; line pixels (region 0) and regions without samples are not snapped.
@@ -470,22 +508,12 @@ def region_colours(
     sparse = _as_sparse(hints)
     if sparse is not None and sparse.is_empty:
         sparse = None
-    full_h, full_w = sketch_l_full.shape[-2:]
-    grid_l = sketch_l_full
-    if max(full_h, full_w) > REGION_MAX_SIZE:
-        scale = REGION_MAX_SIZE / max(full_h, full_w)
-        # At least one row and column: a 8 x 100000 strip must not vanish.
-        grid_l = area_downscale(sketch_l_full, (max(1, round(full_h * scale)), max(1, round(full_w * scale))))
-    h, w = grid_l.shape[-2:]
-    gap = GAP_PER_128 * max(h, w) / 128.0
-    grid_np = grid_l[0, 0].numpy()
-    labels_np = label_closed_regions(grid_np, gap)
-    if sparse is not None:
-        labels_np = _close_around_hints(labels_np, grid_np, sparse, gap)
-    labels = torch.from_numpy(labels_np)  # (h, w) int32
-    k = int(labels.max()) + 1
+    labels_np = region_labels(sketch_l_full, sparse) if labels is None else labels
+    h, w = labels_np.shape
+    grid = torch.from_numpy(labels_np)  # (h, w) int32
+    k = int(grid.max()) + 1
     sh, sw = lab_small.shape[-2:]
-    sample_labels = labels[_sample_positions(h, sh)][:, _sample_positions(w, sw)].reshape(-1)
+    sample_labels = grid[_sample_positions(h, sh)][:, _sample_positions(w, sw)].reshape(-1)
     weight = interior_small.reshape(-1) * (sample_labels > 0)
     w_sum = torch.bincount(sample_labels, weights=weight, minlength=k)
     samples = lab_small.reshape(3, -1)
@@ -502,32 +530,34 @@ def region_colours(
     paper = torch.tensor([100.0, 0.0, 0.0]).view(3, 1)
     near_paper = (mean_lab - paper).norm(dim=0) <= PAPER_DISTANCE
     mean_lab = torch.where(near_paper & snap, paper, mean_lab)
-    if palette is not None and len(palette) and palette_distance > 0:
-        # Uniform or not, a region whose mean is near one of the reference's colours takes it (a
-        # region the model coloured unevenly is most often one colour it was unsure of), but not
-        # the page's background when uneven: an open outline may have merged shapes into it.
-        snapped, near = snap_to_palette(mean_lab, palette, palette_distance)
+    # Uniform or not, a region whose mean is near one of the reference's colours takes it (a
+    # region the model coloured unevenly is most often one colour it was unsure of), but not the
+    # page's background when uneven: an open outline may have merged shapes into it.
+    snapped, near = snap_to_palette(
+        mean_lab, torch.zeros((0, 3)) if palette is None else palette, palette_distance
+    )
+    if bool(near.any()):
         uneven_page = torch.from_numpy(background_labels(labels_np)) & ~snap
         take = near & sampled & ~(near_paper & snap) & ~uneven_page
         mean_lab = torch.where(take, snapped, mean_lab)
         snap |= take
     hint_rgb = hint_use = one_colour = None
     if sparse is not None:
-        hinted = _hinted_regions(labels, sparse, k)
+        hinted = _hinted_regions(grid, sparse, k)
         mean_lab = torch.where(hinted.trusted, hinted.mean_lab, mean_lab)
         snap |= hinted.trusted
         if bool((hinted.one_colour | ~hinted.trusted).all()):
             one_colour = hinted  # each hinted region is filled with its one colour, exactly
         else:
             hint_rgb, nearest = _hint_field(sparse, (h, w))
-            own = labels.reshape(-1)[nearest] == labels
-            hint_use = own & hinted.trusted[labels] & (labels > 0)
+            own = grid.reshape(-1)[nearest] == grid
+            hint_use = own & hinted.trusted[grid] & (grid > 0)
     snap[0] = False  # line pixels keep the smooth colour (the lines go on top anyway)
     rgb = lab_to_rgb(mean_lab.T.reshape(k, 3, 1, 1)).reshape(k, 3).T.contiguous()
     if one_colour is not None:
         # The hint's own sRGB, not its round trip through the LAB mean.
         rgb = torch.where(one_colour.trusted, one_colour.rgb, rgb)
-    return Regions(labels, snap, rgb, hint_rgb, hint_use)
+    return Regions(grid, snap, rgb, hint_rgb, hint_use)
 
 
 def _close_around_hints(labels: np.ndarray, grid_l: np.ndarray, hints: SparseHints, gap: float) -> np.ndarray:
@@ -798,6 +828,7 @@ def carry_to_full_size(
     threads: int | None = None,
     palette: torch.Tensor | None = None,
     palette_distance: float = 0.0,
+    labels: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The model's colours at full size with the sketch's lines on top, as 8-bit pictures.
 
@@ -815,6 +846,7 @@ def carry_to_full_size(
             are identical for every value.
         palette: A reference's flat colours, (P, 3) LAB (see :func:`region_colours`).
         palette_distance: Regions within this CIE LAB distance of one of them take it.
+        labels: The sketch's :func:`region_labels` for these hints, when already known.
 
     Returns:
         (picture (H, W, 3) uint8, colour layer (H, W, 3) uint8 or None).
@@ -826,7 +858,7 @@ def carry_to_full_size(
         interior = -F.max_pool2d(-interior_weight(sketch_l_small), 3, stride=1, padding=1)
         regions = region_colours(
             clean, sketch_l_full, interior, flat=flat, hints=hints, palette=palette,
-            palette_distance=palette_distance,
+            palette_distance=palette_distance, labels=labels,
         )  # fmt: skip
     rgb_small = lab_to_rgb(clean)
     picture = render_u8(rgb_small, size, regions=regions, sketch_u8=sketch_u8, threads=threads)

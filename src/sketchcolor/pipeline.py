@@ -44,6 +44,7 @@ from .compose import (
     compose_threads,
     lab_to_rgb_banded,
     reference_palette,
+    region_labels,
     sketch_lightness_u8,
     to_u8,
 )
@@ -581,6 +582,20 @@ class _Prepared:
     reference_digest: str | None = None
     hints: SparseHints | None = None  # the layer's hinted pixels (None: no hints)
     palette: torch.Tensor | None = None  # (K, 3) LAB: the reference's flat colours
+    # Region labellings by whether they use the hints, made once for every sample of the sketch.
+    _labels: dict[bool, np.ndarray] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    _labels_lock: threading.Lock = dataclasses.field(
+        default_factory=threading.Lock, compare=False, repr=False
+    )
+
+    def region_labels(self, hint_regions: bool) -> np.ndarray:
+        """The sketch's line-enclosed regions (closed around the hints when ``hint_regions``),
+        labelled on first use and shared by every sample finished from this preparation."""
+        use_hints = hint_regions and self.hints is not None
+        with self._labels_lock:  # samples of one sketch may be finished on several threads
+            if use_hints not in self._labels:
+                self._labels[use_hints] = region_labels(self.sketch_l, self.hints if use_hints else None)
+            return self._labels[use_hints]
 
     @property
     def size(self) -> tuple[int, int]:
@@ -788,7 +803,7 @@ def _finish(
     picture, flats = carry_to_full_size(
         lab_small, crop_to(prep.sketch_small, prep.small), prep.sketch_l, prep.sketch_u8,
         flat=flat, hints=hints, keep_flats=keep_flats, threads=threads, palette=prep.palette,
-        palette_distance=reference_snap,
+        palette_distance=reference_snap, labels=prep.region_labels(hint_regions),
     )  # fmt: skip
     return Image.fromarray(picture), Image.fromarray(flats) if flats is not None else None
 
@@ -1119,10 +1134,15 @@ class _BatchPlan:
         if names is not None and len(names) != len(sketches):
             raise ValueError("give one name (or None) per sketch")
         named = list(names) if names is not None else [None] * len(sketches)
-        preps = [
-            _prepare(s, h, bundle, r, name)
-            for s, h, r, name in zip(sketches, hints, refs, named, strict=True)
-        ]
+        # A sketch given several times with the same hints and reference (its variations, as
+        # ``batch --num-samples`` asks for) is read and prepared once; its samples share it.
+        prepared: dict[tuple[object, ...], _Prepared] = {}
+        preps = []
+        for s, h, r, name in zip(sketches, hints, refs, named, strict=True):
+            key = (_identity(s), _identity(h), _identity(r), name)
+            if key not in prepared:
+                prepared[key] = _prepare(s, h, bundle, r, name)
+            preps.append(prepared[key])
         groups: dict[tuple[int, int], list[int]] = {}
         for i, prep in enumerate(preps):
             groups.setdefault(prep.padded, []).append(i)
@@ -1149,6 +1169,12 @@ class _BatchPlan:
         return SampledBatch(self, x0, tuple(range(len(self.preps))))
 
 
+def _identity(value: object) -> tuple[str, object]:
+    """What makes two inputs of one batch the same: a path by its text, anything else by identity
+    (the caller's sequences hold the objects alive, so an id is not reused meanwhile)."""
+    return ("path", str(value)) if isinstance(value, str | Path) else ("object", id(value))
+
+
 def _read_references_once(
     references: Sequence[ReferenceInput | None], bundle: ModelBundle
 ) -> list[PreparedReference | None]:
@@ -1160,8 +1186,7 @@ def _read_references_once(
         if ref is None:
             out.append(None)
             continue
-        # Objects by identity: ``references`` holds them alive, so an id is not reused meanwhile.
-        key = ("path", str(ref)) if isinstance(ref, str | Path) else ("object", id(ref))
+        key = _identity(ref)
         if key not in done:
             done[key] = read_reference(ref, bundle)
         out.append(done[key])
