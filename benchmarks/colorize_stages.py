@@ -11,6 +11,9 @@ each of ``--num-samples`` variations)
 and prints each stage's mean wall and CPU time per call. Stages nest (``_prepare`` holds the
 reading, ``_finish`` holds the composition), so the rows do not add up to the total. CPU time
 above wall time means the stage used more than one core. Not part of the test suite.
+
+To time an earlier commit, run this script with ``PYTHONPATH=TREE/src`` for a worktree ``TREE`` of
+it: stages that tree lacks are left out of the table; the totals compare.
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ def main() -> None:
 
     for module, names in ((pipeline, PIPELINE_STAGES), (compose, COMPOSE_STAGES)):
         for name in names:
-            setattr(module, name, timed(name, getattr(module, name)))
+            if hasattr(module, name):  # an earlier tree (PYTHONPATH=TREE/src) may lack a stage
+                setattr(module, name, timed(name, getattr(module, name)))
     bundle = pipeline.load_model(args.model, "cpu")
     size = (args.size, args.size)
     sketch = Image.open(ROOT / "examples" / "fox.png").resize(size, Image.Resampling.BICUBIC)

@@ -257,7 +257,7 @@ def test_given_region_labels_are_used_as_they_are(monkeypatch):
     assert labels.dtype == np.int32 and labels.shape == (64, 64) and labels.max() >= 2
     fresh = region_colours(lab_small, sketch_l, interior, hints=(rgb, mask))
     # Given its labels, region_colours labels nothing itself and chooses the same colours.
-    monkeypatch.setattr(compose, "label_closed_regions", lambda *a: pytest.fail("labelled again"))
+    monkeypatch.setattr(compose, "label_closed_regions", lambda *a, **k: pytest.fail("labelled again"))
     given = region_colours(lab_small, sketch_l, interior, hints=(rgb, mask), labels=labels)
     assert torch.equal(given.labels, fresh.labels) and torch.equal(given.rgb, fresh.rgb)
     assert torch.equal(given.snap, fresh.snap)
@@ -380,7 +380,7 @@ def test_threaded_composition_is_pixel_identical(size, small):
 
 
 def test_parallel_map_keeps_order_nests_and_raises():
-    from sketchcolor.compose import parallel_map
+    from sketchcolor.parallel import parallel_map
 
     assert parallel_map(lambda x: x * x, list(range(50)), threads=3) == [x * x for x in range(50)]
     nested = parallel_map(
@@ -418,11 +418,12 @@ def test_area_downscale_keeps_torch_work_on_the_calling_thread(monkeypatch):
     """Torch work on composition threads made later parallel torch calls (the network's) run
     on about one core: the banded downscale must not use them."""
     import sketchcolor.compose as compose
+    import sketchcolor.parallel as parallel
 
     def no_pool():
         raise AssertionError("area_downscale used the composition threads")
 
-    monkeypatch.setattr(compose, "_executor", no_pool)
+    monkeypatch.setattr(parallel, "_executor", no_pool)
     x = torch.rand(1, 1, 4096, 300, generator=torch.Generator().manual_seed(1))
     out = compose.area_downscale(x, (1024, 75), threads=2)
     assert torch.equal(out, torch.nn.functional.interpolate(x, size=(1024, 75), mode="area"))

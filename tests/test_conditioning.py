@@ -7,7 +7,9 @@ from sketchcolor.conditioning import (
     Conditioning,
     from_points,
     hints_from_rgba,
+    label_closed_regions,
     make_conditioning,
+    nearest_feature,
     region_fill,
     resize_hints,
     within_distance,
@@ -143,3 +145,86 @@ def test_within_distance_is_scipys_thresholded_distance_transform(shape, density
 def test_within_distance_of_nothing_is_empty_and_of_everything_is_everything():
     assert not within_distance(np.zeros((40, 30), bool), 5.0).any()
     assert within_distance(np.ones((40, 30), bool), 5.0).all()
+
+
+def _grid(kind: str, seed: int) -> np.ndarray:
+    """A background grid (True) with False feature pixels: random at some density, or a lattice
+    (where equidistant features, so ties, are everywhere), with a line through it."""
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(260, 420)), int(rng.integers(40, 300))
+    if kind == "lattice":
+        bg = np.ones((h, w), bool)
+        sy, sx = (int(v) for v in rng.integers(2, 9, 2))
+        bg[int(rng.integers(0, sy)) :: sy, int(rng.integers(0, sx)) :: sx] = False
+        bg[int(rng.integers(0, h)), :] = False
+        return bg
+    return rng.random((h, w)) > {"dense": 0.4, "sparse": 0.03}[kind]
+
+
+def _whole(bg):
+    from scipy import ndimage
+
+    return ndimage.distance_transform_edt(bg, return_distances=False, return_indices=True)
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse", "lattice"])
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_nearest_feature_in_bands_is_the_whole_grids_ties_included(monkeypatch, kind, threads):
+    from scipy import ndimage
+
+    import sketchcolor.conditioning as conditioning
+
+    monkeypatch.setattr(conditioning, "NEAREST_BAND_PIXELS", 0)  # bands on these small grids too
+    shapes = []
+    real = ndimage.distance_transform_edt
+    monkeypatch.setattr(
+        ndimage, "distance_transform_edt", lambda x, **k: shapes.append(x.shape) or real(x, **k)
+    )
+    for seed in range(4):
+        bg = _grid(kind, seed * 10 + threads)
+        want = _whole(bg)
+        shapes.clear()
+        got = nearest_feature(bg, threads, reach=24)
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+        # It was done in bands, each a part of the rows.
+        assert len(shapes) == threads and all(s[0] < bg.shape[0] for s in shapes)
+
+
+def test_nearest_feature_is_exact_where_it_cares_and_falls_back_where_a_band_is_too_short(monkeypatch):
+    import sketchcolor.conditioning as conditioning
+
+    monkeypatch.setattr(conditioning, "NEAREST_BAND_PIXELS", 0)
+    bg = np.ones((400, 120), bool)
+    bg[10, 5] = bg[390, 100] = False  # two features far apart: the middle rows are far from both
+    want = _whole(bg)
+    assert np.array_equal(nearest_feature(bg, 2, reach=20), want)  # the far middle: the whole grid
+    near = within_distance(~bg, 30.0)  # only pixels near a feature matter
+    got = nearest_feature(bg, 2, reach=32, care=near)
+    assert np.array_equal(got[:, near], want[:, near])
+    assert not np.array_equal(got, want)  # the banded answer was kept: elsewhere it is not exact
+
+
+def _broken_outlines(seed: int, size: int = 520) -> np.ndarray:
+    """A sketch of overlapping outlined boxes and discs whose outlines have small gaps."""
+    rng = np.random.default_rng(seed)
+    sk = np.ones((size, size), np.float32)
+    yy, xx = np.mgrid[:size, :size]
+    for _ in range(14):
+        cy, cx = (int(v) for v in rng.integers(20, size - 20, 2))
+        r = int(rng.integers(8, 90))
+        ring = np.abs(np.hypot(yy - cy, xx - cx) - r) < rng.uniform(0.8, 3.0)
+        gap = np.abs(np.arctan2(yy - cy, xx - cx) - rng.uniform(-3, 3)) < rng.uniform(0.0, 0.15)
+        sk[ring & ~gap] = 0.1
+    return sk
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_label_closed_regions_are_the_same_on_any_number_of_threads(monkeypatch, seed):
+    import sketchcolor.conditioning as conditioning
+
+    monkeypatch.setattr(conditioning, "NEAREST_BAND_PIXELS", 0)
+    sketch = _broken_outlines(seed)
+    one = label_closed_regions(sketch, gap=8.0)
+    assert one.max() > 5  # regions were found and gaps closed
+    for threads in (2, 3):
+        assert np.array_equal(label_closed_regions(sketch, gap=8.0, threads=threads), one)

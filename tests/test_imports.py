@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "sketchcolor"
 
 #: Each module may import only modules earlier in this list (docs/architecture.md).
 ORDER = [
-    "errors", "config", "device", "io", "color", "conditioning", "schedules", "models", "denoiser",
+    "errors", "config", "device", "parallel", "io", "color", "conditioning", "schedules", "models", "denoiser",
     "samplers", "checkpoint", "metrics", "compose", "pipeline", "data", "training", "evaluation", "sharding",
     "ui", "cli",
 ]  # fmt: skip

@@ -25,19 +25,13 @@ grid and read back by nearest neighbour, and the composition is done in horizont
 into 8-bit output. Bands are independent and run on several threads (numpy and scipy release the
 GIL; :func:`parallel_map`), and the nearest-hint field is computed while the regions are labelled.
 Every band does the same float operations whatever the thread count, so the pictures do not depend
-on it. Imports ``color`` and ``conditioning`` only.
+on it. Imports ``color``, ``conditioning`` and ``parallel`` only.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import math
-import os
-import queue
-import threading
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -54,6 +48,7 @@ from .conditioning import (
     sample_step,
     stretch_levels,
 )
+from .parallel import compose_threads, parallel_map
 
 #: Regions whose interior colour has a standard deviation above this (CIE LAB units, summed over
 #: channels) are treated as shaded or leaking and keep their smooth colour (unless ``flat``).
@@ -89,83 +84,6 @@ PALETTE_MERGE = 6.0
 PALETTE_MIN_SHARE = 0.002
 #: At most this many palette colours.
 PALETTE_MAX_COLOURS = 32
-
-
-T = TypeVar("T")
-
-# ----------------------------------------------------------------------------------------------
-# Threads: the full-size work is numpy and scipy code that releases the GIL, so plain threads
-# share it out over the cores (no processes, no copies of the picture).
-# ----------------------------------------------------------------------------------------------
-
-_pool_lock = threading.Lock()
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
-
-
-def compose_threads() -> int:
-    """Threads the composition uses by default: as many as torch uses (``torch.get_num_threads``).
-
-    ``torch.set_num_threads(1)`` (or ``OMP_NUM_THREADS=1``) therefore makes the whole of
-    colourising single-threaded.
-    """
-    return max(1, torch.get_num_threads())
-
-
-def _executor() -> concurrent.futures.ThreadPoolExecutor:
-    """The shared pool of composition threads (created on first use; never waits on itself)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="sketchcolor-compose"
-            )
-        return _pool
-
-
-def _forget_pool() -> None:
-    # A forked child (a DataLoader worker, say) has none of the parent's threads.
-    global _pool
-    _pool = None
-
-
-os.register_at_fork(after_in_child=_forget_pool)
-
-
-def parallel_map(fn: Callable[[Any], T], items: Sequence[Any], threads: int | None = None) -> list[T]:
-    """``[fn(x) for x in items]`` on up to ``threads`` threads, the calling one included.
-
-    Items are taken in order by whichever thread is free, so a thread the OS sets aside does not
-    hold the others up. The first exception is raised once every running item has finished.
-    Safe to nest: a caller waits only for work that has started.
-    """
-    n = min(compose_threads() if threads is None else threads, len(items))
-    if n <= 1:
-        return [fn(x) for x in items]
-    results: list[Any] = [None] * len(items)
-    errors: list[BaseException] = []
-    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for i in range(len(items)):
-        todo.put(i)
-
-    def work() -> None:
-        while not errors:
-            try:
-                i = todo.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                results[i] = fn(items[i])
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-                errors.append(exc)
-
-    helpers = [_executor().submit(work) for _ in range(n - 1)]
-    work()
-    for helper in helpers:
-        if not helper.cancel():  # not started yet: nothing left for it to do
-            helper.result()
-    if errors:
-        raise errors[0]
-    return results
 
 
 def _lightness_lut() -> tuple[torch.Tensor, torch.Tensor]:
@@ -422,7 +340,9 @@ def snap_to_palette(
 
 
 def region_labels(
-    sketch_l_full: torch.Tensor, hints: tuple[torch.Tensor, torch.Tensor] | SparseHints | None = None
+    sketch_l_full: torch.Tensor,
+    hints: tuple[torch.Tensor, torch.Tensor] | SparseHints | None = None,
+    threads: int | None = None,
 ) -> np.ndarray:
     """The line-enclosed regions :func:`region_colours` colours, on its labelling grid.
 
@@ -436,23 +356,27 @@ def region_labels(
     Args:
         sketch_l_full: (1, 1, H, W) full-size sketch lightness.
         hints: The full-size hints, or None.
+        threads: Threads for the labelling (default :func:`compose_threads`); the labels are the
+            same for every value.
 
     Returns:
         (h, w) int32 labels, 0 on lines.
     """
+    threads = compose_threads() if threads is None else threads
     sparse = _as_sparse(hints)
     full_h, full_w = sketch_l_full.shape[-2:]
     grid_l = sketch_l_full
     if max(full_h, full_w) > REGION_MAX_SIZE:
         scale = REGION_MAX_SIZE / max(full_h, full_w)
         # At least one row and column: a 8 x 100000 strip must not vanish.
-        grid_l = area_downscale(sketch_l_full, (max(1, round(full_h * scale)), max(1, round(full_w * scale))))
+        size = (max(1, round(full_h * scale)), max(1, round(full_w * scale)))
+        grid_l = area_downscale(sketch_l_full, size, threads)
     h, w = grid_l.shape[-2:]
     gap = GAP_PER_128 * max(h, w) / 128.0
     grid_np = grid_l[0, 0].numpy()
-    labels = label_closed_regions(grid_np, gap)
+    labels = label_closed_regions(grid_np, gap, threads=threads)
     if sparse is not None and not sparse.is_empty:
-        labels = _close_around_hints(labels, grid_np, sparse, gap)
+        labels = _close_around_hints(labels, grid_np, sparse, gap, threads)
     return labels
 
 
@@ -560,7 +484,9 @@ def region_colours(
     return Regions(grid, snap, rgb, hint_rgb, hint_use)
 
 
-def _close_around_hints(labels: np.ndarray, grid_l: np.ndarray, hints: SparseHints, gap: float) -> np.ndarray:
+def _close_around_hints(
+    labels: np.ndarray, grid_l: np.ndarray, hints: SparseHints, gap: float, threads: int = 1
+) -> np.ndarray:
     """Give hints drawn in the page's background, through an open outline, their own shape.
 
     For hint pixels whose region is background (:func:`~sketchcolor.conditioning.background_labels`),
@@ -584,7 +510,7 @@ def _close_around_hints(labels: np.ndarray, grid_l: np.ndarray, hints: SparseHin
     next_label = int(labels.max()) + 1
     pending = np.flatnonzero(open_hint)
     for step in HINT_GAP_STEPS:
-        wider = label_closed_regions(grid_l, gap * step)
+        wider = label_closed_regions(grid_l, gap * step, threads=threads)
         closed = ~background_labels(wider)
         found = closed[wider[gy[pending], gx[pending]]] & (wider[gy[pending], gx[pending]] > 0)
         for region in np.unique(wider[gy[pending[found]], gx[pending[found]]]):

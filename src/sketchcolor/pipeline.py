@@ -41,7 +41,6 @@ from .color import lab_to_model, lab_to_rgb, model_to_lab, rgb_to_lab
 from .compose import (
     area_downscale,
     carry_to_full_size,
-    compose_threads,
     lab_to_rgb_banded,
     reference_palette,
     region_labels,
@@ -81,6 +80,7 @@ from .io import (
     to_rgba,
 )
 from .models.unet import narrowest_feature_map
+from .parallel import compose_threads
 from .samplers import sample_ddim, sample_ddpm, sample_dpmpp_2m
 
 log = logging.getLogger(__name__)
@@ -786,7 +786,7 @@ def _finish(
 ) -> tuple[Image.Image, Image.Image | None]:
     """Model output (1, C, h', w') -> (output image, colour layer or None) at the sketch's size.
 
-    ``threads``: for the full-size composition (default :func:`~sketchcolor.compose.compose_threads`);
+    ``threads``: for the full-size composition (default :func:`~sketchcolor.parallel.compose_threads`);
     the pictures do not depend on it. ``reference_snap``: ``SampleConfig.reference_snap`` (used
     when the sketch has a reference).
     """
@@ -1216,7 +1216,7 @@ class SampledBatch:
         Args:
             i: Index into the sketches given to :func:`sample_batch`.
             threads: Threads for its composition (default
-                :func:`~sketchcolor.compose.compose_threads`); the picture does not depend on it.
+                :func:`~sketchcolor.parallel.compose_threads`); the picture does not depend on it.
 
         Raises:
             ImageError: The model produced non-finite values for this sketch.

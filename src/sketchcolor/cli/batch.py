@@ -711,7 +711,7 @@ def _sample_chunk(
 
 def _finish_chunk(ready: list[_Ready], job: Any) -> None:
     """Compose and write a sampled chunk's items, one per thread; a failure is that item's alone."""
-    from ..compose import compose_threads, parallel_map
+    from ..parallel import compose_threads, parallel_map
 
     n = job.num_samples
     threads = compose_threads()
