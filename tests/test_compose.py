@@ -267,6 +267,27 @@ def test_given_region_labels_are_used_as_they_are(monkeypatch):
     assert len(np.unique(out.reshape(-1, 3), axis=0)) == 1
 
 
+def test_region_labels_of_a_large_page_use_the_composition_threads(monkeypatch):
+    """A page whose labelling grid is large finds its nearest regions in bands on the asked
+    threads (default: compose_threads), and the labels are those of one thread."""
+    import sketchcolor.conditioning as conditioning
+    from sketchcolor.parallel import compose_threads
+
+    sketch_l = torch.ones(1, 1, 1100, 900)
+    for k in range(1, 9):  # boxes with a small gap in each outline
+        sketch_l[..., 100 * k, 50:850] = 0.0
+        sketch_l[..., 60:1050, 95 * k] = 0.0
+        sketch_l[..., 100 * k, 60 * k : 60 * k + 3] = 1.0
+    asked = []
+    real = conditioning.nearest_feature
+    monkeypatch.setattr(conditioning, "nearest_feature", lambda *a, **k: asked.append(a[1]) or real(*a, **k))
+    one = region_labels(sketch_l, threads=1)
+    assert np.array_equal(region_labels(sketch_l, threads=3), one)
+    assert np.array_equal(region_labels(sketch_l), one)
+    assert asked == [1, 3, compose_threads()]
+    assert one.shape == (1024, 838) and one.max() > 8  # the grid is downscaled; gaps closed
+
+
 def test_carry_to_full_size_multiplies_lines():
     small = torch.zeros(1, 3, 16, 16)
     small[:, 0] = 70.0

@@ -588,13 +588,16 @@ class _Prepared:
         default_factory=threading.Lock, compare=False, repr=False
     )
 
-    def region_labels(self, hint_regions: bool) -> np.ndarray:
+    def region_labels(self, hint_regions: bool, threads: int | None = None) -> np.ndarray:
         """The sketch's line-enclosed regions (closed around the hints when ``hint_regions``),
-        labelled on first use and shared by every sample finished from this preparation."""
+        labelled on first use (on ``threads`` threads, default
+        :func:`~sketchcolor.parallel.compose_threads`) and shared by every sample finished from
+        this preparation."""
         use_hints = hint_regions and self.hints is not None
         with self._labels_lock:  # samples of one sketch may be finished on several threads
             if use_hints not in self._labels:
-                self._labels[use_hints] = region_labels(self.sketch_l, self.hints if use_hints else None)
+                hints = self.hints if use_hints else None
+                self._labels[use_hints] = region_labels(self.sketch_l, hints, threads)
             return self._labels[use_hints]
 
     @property
@@ -803,7 +806,7 @@ def _finish(
     picture, flats = carry_to_full_size(
         lab_small, crop_to(prep.sketch_small, prep.small), prep.sketch_l, prep.sketch_u8,
         flat=flat, hints=hints, keep_flats=keep_flats, threads=threads, palette=prep.palette,
-        palette_distance=reference_snap, labels=prep.region_labels(hint_regions),
+        palette_distance=reference_snap, labels=prep.region_labels(hint_regions, threads),
     )  # fmt: skip
     return Image.fromarray(picture), Image.fromarray(flats) if flats is not None else None
 
