@@ -721,10 +721,12 @@ def read_reference(reference: ReferenceInput, bundle: ModelBundle) -> PreparedRe
         log.warning("%s is greyscale: it carries no colour for the model to follow", name)
     from .conditioning import letterbox
 
-    square = letterbox(rgb_u8.float() / 255.0, layout.reference_size)
+    rgb = rgb_u8.float() / 255.0  # once: a large reference is tens of MB in float
+    square = letterbox(rgb, layout.reference_size)
     square_u8 = (square * 255.0).round().to(torch.uint8)
     digest = hashlib.sha256(square_u8.numpy().tobytes()).hexdigest()[:16]
-    palette = reference_palette(rgb_u8.float() / 255.0)
+    palette = reference_palette(rgb)
+    del rgb
     return PreparedReference(rgb_to_lab(square_u8.float() / 255.0), digest, palette)
 
 
