@@ -402,10 +402,9 @@ def region_colours(
     labelled with small outline gaps closed (:func:`label_closed_regions`).
 
     The nearest-hint field (a distance transform of the hints over the labelling grid, about
-    0.06 s at 1024 x 1024) is computed only when some hinted region holds
-    more than one hint colour: where each holds one, the nearest hint in a region has that colour
-    wherever it is, so the region is filled with it directly (the usual case: one colour scribbled
-    per shape).
+    0.06 s at 1024 x 1024) is computed only when some hinted region holds more than one hint
+    colour: where each holds one, the nearest hint in a region has that colour wherever it is, so
+    the region is filled with it directly (the usual case: one colour scribbled per shape).
 
     Args:
         lab_small: (1, 3, h, w) the model's colours (lines removed) at the working size.

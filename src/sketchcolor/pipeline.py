@@ -726,7 +726,6 @@ def read_reference(reference: ReferenceInput, bundle: ModelBundle) -> PreparedRe
     square_u8 = (square * 255.0).round().to(torch.uint8)
     digest = hashlib.sha256(square_u8.numpy().tobytes()).hexdigest()[:16]
     palette = reference_palette(rgb)
-    del rgb
     return PreparedReference(rgb_to_lab(square_u8.float() / 255.0), digest, palette)
 
 
